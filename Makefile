@@ -1,0 +1,29 @@
+# Every target calls the `tsforge` CLI; the logic lives there (and setup in scripts/bootstrap.sh).
+BIN := .venv/bin
+
+.PHONY: setup demo test serve stop status lint clean
+
+setup:
+	@scripts/bootstrap.sh
+
+demo: setup  ## train, export, gate, archive, serve, and send one request per model
+	$(BIN)/tsforge demo
+
+test: setup  ## unit tests and integration tests against a real TorchServe
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+serve: setup  ## start TorchServe in the background on the archives in model_store/
+	$(BIN)/tsforge serve start
+
+stop: setup
+	$(BIN)/tsforge serve stop
+
+status: setup
+	$(BIN)/tsforge serve status
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean: stop
+	rm -rf artifacts .serve model_store/*.mar

@@ -1,0 +1,129 @@
+"""Digits codec: request -> 28x28 pixels in [0, 1] (white on black) -> top-k answer.
+
+`to_model_pixels` is also what training applies to scikit-learn's 8x8 digits, so a served
+image goes through exactly the transform the model learned on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from handlers.codec import Limits, RequestError, check_size, finite_numbers, parse_json, request_body
+
+SIDE = 28
+# MNIST fits each digit in a 20x20 box centred in the 28x28 frame.
+BOX = 20
+# scikit-learn's digits are 8x8: the resolution the model learns from.
+SOURCE_SIDE = 8
+INK_THRESHOLD = 0.15
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+TOP_K = 5
+
+
+def to_model_pixels(gray: np.ndarray) -> np.ndarray:
+    """Any-size grayscale in [0, 1] -> (28, 28) float32, white digit on black, MNIST framing."""
+    gray = np.asarray(gray, dtype=np.float32)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if np.median(border) > 0.5:  # dark ink on a light background: make it white on black
+        gray = 1.0 - gray
+    ink = np.argwhere(gray > INK_THRESHOLD)
+    if len(ink) == 0:
+        return np.zeros((SIDE, SIDE), dtype=np.float32)
+    (top, left), (bottom, right) = ink.min(0), ink.max(0) + 1
+    crop = Image.fromarray(gray[top:bottom, left:right], mode="F")
+    # Through load_digits' own bottleneck first (8x8 cells of averaged ink), then up to the
+    # 20x20 box: a served image reaches the net with the detail the net was trained on.
+    coarse = crop.resize(_fit(crop.size, SOURCE_SIDE), Image.Resampling.BOX)
+    w, h = _fit(crop.size, BOX)
+    digit = np.asarray(coarse.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
+    out = np.zeros((SIDE, SIDE), dtype=np.float32)
+    y, x = (SIDE - h) // 2, (SIDE - w) // 2
+    out[y : y + h, x : x + w] = digit
+    return np.clip(out, 0.0, 1.0)
+
+
+def _fit(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """(w, h) scaled so the longer edge is `side`, aspect kept."""
+    scale = side / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def decode_image(raw: bytes, limits: Limits) -> np.ndarray:
+    """PNG or JPEG bytes -> model pixels. The pixel count is checked before decoding."""
+    check_size(raw, limits)
+    if not (raw.startswith(PNG_MAGIC) or raw.startswith(JPEG_MAGIC)):
+        raise RequestError(415, "unsupported_image", "The body is not a PNG or JPEG image.")
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            pixels = image.width * image.height
+            if pixels > limits.max_image_pixels:
+                raise RequestError(
+                    413,
+                    "image_too_large",
+                    f"The image is {image.width}x{image.height} = {pixels} pixels; "
+                    f"the limit is {limits.max_image_pixels}.",
+                )
+            image.load()
+            gray = _flatten_to_gray(image)
+    except RequestError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise RequestError(400, "invalid_image", f"The image could not be decoded: {e}.") from e
+    return to_model_pixels(np.asarray(gray, dtype=np.float32) / 255.0)
+
+
+def _flatten_to_gray(image: Image.Image) -> Image.Image:
+    """Grayscale, with any transparency composited onto white (as a viewer would show it)."""
+    if "A" in image.getbands() or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("L")
+    return image.convert("L")
+
+
+def decode_request(request: dict[str, Any], limits: Limits) -> np.ndarray:
+    """One request -> (28, 28) float32. Accepts a PNG/JPEG body, {"image": base64} or {"pixels"}."""
+    payload = request_body(request)
+    if isinstance(payload, (bytes, bytearray)) and bytes(payload[:1]) not in (b"{", b"["):
+        return decode_image(bytes(payload), limits)
+    doc = parse_json(payload, limits)
+    if isinstance(doc, dict) and "image" in doc:
+        if not isinstance(doc["image"], str):
+            raise RequestError(400, "wrong_type", '"image" must be a base64 string of a PNG or JPEG.')
+        try:
+            raw = base64.b64decode(doc["image"], validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise RequestError(400, "invalid_base64", f'"image" is not valid base64: {e}.') from e
+        return decode_image(raw, limits)
+    if isinstance(doc, dict) and "pixels" in doc:
+        rows = doc["pixels"]
+        if not isinstance(rows, list) or len(rows) != SIDE:
+            raise RequestError(400, "wrong_shape", f'"pixels" must be {SIDE} rows of {SIDE} numbers in [0, 1].')
+        pixels = np.array([finite_numbers(r, f"pixels[{i}]", SIDE) for i, r in enumerate(rows)], np.float32)
+        if pixels.min() < 0.0 or pixels.max() > 1.0:
+            raise RequestError(400, "out_of_range", '"pixels" values must lie in [0, 1] (white digit on black).')
+        return pixels
+    raise RequestError(
+        400,
+        "unsupported_input",
+        'Send a PNG or JPEG body, {"image": "<base64>"} or {"pixels": [[28 x 28 numbers]]}.',
+    )
+
+
+def encode_response(logits: np.ndarray, labels: list[str], top_k: int = TOP_K) -> dict[str, Any]:
+    """Logits for one image -> {"label": int, "probabilities": {label: p}} (top k, descending)."""
+    z = logits.astype(np.float64) - logits.max()
+    probs = np.exp(z) / np.exp(z).sum()
+    order = np.argsort(-probs)[:top_k]
+    return {
+        "label": int(labels[order[0]]),
+        "probabilities": {labels[i]: float(probs[i]) for i in order},
+    }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Idempotent first-use setup for `make demo` / `make test`: a Java 17+ runtime (apt-get) when
+# `java` is missing, and .venv with the pinned packages of pyproject.toml. Re-runs are no-ops
+# until pyproject.toml changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+java_ok() { command -v java >/dev/null && java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])'; }
+if ! java_ok; then
+  echo "bootstrap: installing a Java 17 runtime (TorchServe's front end is Java)" >&2
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+  java_ok || { echo "bootstrap: java 17 is still missing; install openjdk-17-jre-headless" >&2; exit 1; }
+fi
+
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  python=$(command -v python3.11 || command -v python3)
+  echo "bootstrap: creating .venv with $($python --version) and the pinned packages" >&2
+  [ -x .venv/bin/python ] || "$python" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi

@@ -1,0 +1,56 @@
+"""Shared fixtures: one real build of both archives per session, and a real TorchServe."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from training.specs import SPECS
+from tsforge import build, serve
+
+
+@dataclass
+class Built:
+    store: Path
+    artifacts: Path
+
+    def archive(self, name: str) -> Path:
+        return self.store / f"{name}.mar"
+
+    def unpacked(self, name: str, into: Path) -> Path:
+        """The archive extracted as TorchServe's worker sees it."""
+        with zipfile.ZipFile(self.archive(name)) as z:
+            z.extractall(into)
+        return into
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """Both models trained, exported, gated and archived with the shipped settings (~1 min)."""
+    root = tmp_path_factory.mktemp("build")
+    result = Built(store=root / "model_store", artifacts=root / "artifacts")
+    for spec in SPECS.values():
+        build.build(spec, store=result.store, artifacts=result.artifacts, progress=False)
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_torchserve(store: Path, run_dir: Path, models: list[str] | None = None) -> Iterator[serve.Server]:
+    """A real TorchServe on free loopback ports in `run_dir`; always stopped on exit."""
+    ports = {key: free_port() for key in serve.PORT_KEYS}
+    try:
+        yield serve.start(models or [], run_dir=run_dir, model_store=store, ports=ports)
+    finally:
+        serve.stop(run_dir)

@@ -1,0 +1,1 @@
+"""Training, export and gates: data -> train -> evaluate -> export -> gates."""

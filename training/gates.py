@@ -1,0 +1,64 @@
+"""Gates: a verdict with the measured value and the threshold. A failed gate stops the build."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from training.data import Split
+
+# Scripting should be exact on CPU; 1e-5 leaves room for kernel-order noise only.
+PARITY_TOLERANCE = 1e-5
+
+
+@dataclass
+class GateResult:
+    gate: str
+    passed: bool
+    value: float
+    threshold: float
+    detail: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class GateFailed(RuntimeError):
+    """Raised by `enforce`; its message names the gate, the measured value and the threshold."""
+
+    def __init__(self, result: GateResult) -> None:
+        super().__init__(f"gate '{result.gate}' failed: {result.detail}")
+        self.result = result
+
+
+@torch.no_grad()
+def parity_gate(
+    eager: nn.Module, exported: nn.Module, data: Split, classifier: bool, tolerance: float = PARITY_TOLERANCE
+) -> GateResult:
+    """Exported vs eager outputs on a whole split: max |diff| and, for classifiers, every argmax."""
+    eager.eval()
+    expected, actual = eager(data.x), exported(data.x)
+    max_diff = (expected - actual).abs().max().item()
+    mismatched = int((expected.argmax(1) != actual.argmax(1)).sum()) if classifier else 0
+    passed = max_diff <= tolerance and mismatched == 0
+    detail = f"max |exported - eager| = {max_diff:.3g} (threshold {tolerance:g}) on {len(data)} samples"
+    if classifier:
+        detail += f", {mismatched} predicted classes differ (threshold 0)"
+    return GateResult("parity", passed, max_diff, tolerance, detail)
+
+
+def quality_gate(metric: str, value: float, threshold: float) -> GateResult:
+    """Held-out metric at or above its threshold (both metrics here are higher-is-better)."""
+    passed = value >= threshold
+    relation = ">=" if passed else "<"
+    return GateResult(
+        "quality", passed, value, threshold, f"held-out {metric} = {value:.4f} {relation} threshold {threshold:g}"
+    )
+
+
+def enforce(results: list[GateResult]) -> None:
+    for result in results:
+        if not result.passed:
+            raise GateFailed(result)

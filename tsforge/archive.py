@@ -1,0 +1,90 @@
+"""Package an exported model into `model_store/<name>.mar` with torch-model-archiver.
+
+The archive holds the TorchScript file (no model code: the worker needs none), the handler
+entry point, the `handlers/` package it imports, model-config.yaml and the model card.
+It is written to a temporary folder inside the store and renamed, so an interrupted build
+never leaves a half-written `.mar` where TorchServe would load it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from training.specs import ModelSpec
+from tsforge.paths import HANDLERS
+
+MODEL_CONFIG = "model-config.yaml"
+
+
+def model_config_yaml(spec: ModelSpec) -> dict[str, Any]:
+    """TorchServe's per-model settings plus a `handler:` section our BatchHandler reads."""
+    s = spec.serving
+    return {
+        "minWorkers": s.workers,
+        "maxWorkers": s.workers,
+        "batchSize": s.batch_size,
+        "maxBatchDelay": s.max_batch_delay_ms,
+        "responseTimeout": s.response_timeout_s,
+        "handler": {"threads": s.threads_per_worker},
+    }
+
+
+def _stage(spec: ModelSpec, card: dict[str, Any], stage: Path) -> Path:
+    """Lay out the archive's extra files; returns the folder to pass as --extra-files."""
+    extra = stage / "extra"
+    shutil.copytree(HANDLERS, extra / "handlers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (extra / "model_card.json").write_text(json.dumps(card, indent=2))
+    if "labels" in spec.extra:
+        (extra / "index_to_name.json").write_text(json.dumps(dict(enumerate(spec.extra["labels"]))))
+    (stage / MODEL_CONFIG).write_text(yaml.safe_dump(model_config_yaml(spec), sort_keys=False))
+    return extra
+
+
+def build_archive(
+    spec: ModelSpec,
+    serialized: Path,
+    card: dict[str, Any],
+    store: Path,
+    version: str = "1.0",
+    archive_name: str | None = None,
+) -> Path:
+    """Run torch-model-archiver and move the result into `store` atomically."""
+    name = archive_name or spec.name
+    store.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=store, prefix=f".{name}-build-") as tmp:
+        tmp_path = Path(tmp)
+        extra = _stage(spec, card, tmp_path)
+        cmd = [
+            str(Path(sys.executable).with_name("torch-model-archiver")),
+            "--model-name",
+            name,
+            "--version",
+            version,
+            "--serialized-file",
+            str(serialized),
+            "--handler",
+            str(HANDLERS / spec.handler),
+            "--extra-files",
+            str(extra),
+            "--config-file",
+            str(tmp_path / MODEL_CONFIG),
+            "--export-path",
+            str(tmp_path),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"torch-model-archiver failed for {name} (exit {proc.returncode}):\n{proc.stderr or proc.stdout}"
+            )
+        target = store / f"{name}.mar"
+        os.replace(tmp_path / f"{name}.mar", target)
+    return target

@@ -1,0 +1,231 @@
+"""Start, wait for, inspect and stop a TorchServe instance in its own run directory.
+
+TorchServe writes `key_file.json` and `logs/` into the directory it starts from, and keeps a
+pid file in the temp dir; each instance gets its own run dir (and TMPDIR), so a test server
+on free ports never collides with the one `make serve` left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from tsforge.paths import CONFIG, MODEL_STORE, RUN_DIR
+
+PID_FILE = "torchserve.pid"
+KEY_FILE = "key_file.json"
+LOG_FILE = "logs/torchserve.out"
+ADDRESS_KEYS = ("inference_address", "management_address", "metrics_address")
+# Every listener TorchServe opens: a second instance must move all of them.
+PORT_KEYS = (*ADDRESS_KEYS, "grpc_inference_port", "grpc_management_port")
+
+
+class ServeError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Server:
+    run_dir: Path
+    inference_url: str
+    management_url: str
+    metrics_url: str
+
+    @property
+    def key_file(self) -> Path:
+        return self.run_dir / KEY_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / LOG_FILE
+
+    def keys(self) -> dict[str, str]:
+        """{"inference": ..., "management": ..., "API": ...} from TorchServe's key file."""
+        data = json.loads(self.key_file.read_text())
+        return {kind: entry["key"] for kind, entry in data.items()}
+
+    def headers(self, kind: str = "inference") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys()[kind]}"}
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    props = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            props[key.strip()] = value.strip()
+    return props
+
+
+def render_config(base: Path, run_dir: Path, model_store: Path, ports: dict[str, int] | None = None) -> Path:
+    """Copy `base` into `run_dir`, filling ${MODEL_STORE} and optionally moving the ports."""
+    text = base.read_text().replace("${MODEL_STORE}", str(model_store.resolve()))
+    text = re.sub(r"(?m)^model_store=.*$", f"model_store={model_store.resolve()}", text)
+    for key, port in (ports or {}).items():
+        # "key=http://host:PORT" or "key=PORT"
+        text, found = re.subn(rf"(?m)^({key}=(?:https?://[^:/]+:)?)\d+$", rf"\g<1>{port}", text)
+        if not found:
+            raise ServeError(f"{base} has no {key}=... line to move to port {port}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = run_dir / "config.properties"
+    out.write_text(text)
+    return out
+
+
+def server_for(run_dir: Path) -> Server:
+    props = read_properties(run_dir / "config.properties")
+    return Server(run_dir, *(props[k] for k in ADDRESS_KEYS))
+
+
+def start(
+    models: list[str],
+    run_dir: Path = RUN_DIR,
+    model_store: Path = MODEL_STORE,
+    base_config: Path = CONFIG,
+    ports: dict[str, int] | None = None,
+    timeout: float = 180.0,
+) -> Server:
+    """Start TorchServe in the background, wait until every model has a ready worker."""
+    if is_running(run_dir):
+        raise ServeError(f"TorchServe is already running from {run_dir}: stop it first (tsforge serve stop).")
+    config = render_config(base_config, run_dir, model_store, ports)
+    (run_dir / "logs").mkdir(exist_ok=True)
+    (run_dir / "tmp").mkdir(exist_ok=True)
+    (run_dir / KEY_FILE).unlink(missing_ok=True)
+    cmd = [
+        str(Path(sys.executable).with_name("torchserve")),
+        "--start",
+        "--foreground",
+        "--ncs",
+        "--ts-config",
+        str(config),
+        "--model-store",
+        str(model_store.resolve()),
+    ]
+    if models:
+        cmd += ["--models", *models]
+    # Our own TMPDIR keeps TorchServe's pid file per instance; LOG_LOCATION keeps logs here.
+    env = {
+        **os.environ,
+        "TMPDIR": str(run_dir / "tmp"),
+        "LOG_LOCATION": str(run_dir / "logs"),
+        "METRICS_LOCATION": str(run_dir / "logs"),
+    }
+    with open(run_dir / LOG_FILE, "ab") as log:
+        proc = subprocess.Popen(cmd, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    (run_dir / PID_FILE).write_text(str(proc.pid))
+    server = server_for(run_dir)
+    try:
+        wait_ready(server, [m.split("=")[0] for m in models], timeout, proc)
+    except BaseException:
+        stop(run_dir)
+        raise
+    return server
+
+
+def wait_ready(server: Server, models: list[str], timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Poll /ping (it needs the inference key) and each model's workers until all are READY."""
+    deadline = time.monotonic() + timeout
+    pending = list(models)
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServeError(
+                f"TorchServe exited with code {proc.returncode} while starting; see {server.log_file}:\n{tail(server.log_file)}"
+            )
+        try:
+            if server.key_file.exists():
+                ping = requests.get(f"{server.inference_url}/ping", headers=server.headers(), timeout=5)
+                last = f"/ping answered {ping.status_code} {ping.text.strip()[:200]}"
+                if ping.ok:
+                    pending = [m for m in pending if not model_ready(server, m)]
+                    if not pending:
+                        return
+                    last = f"waiting for a ready worker of {', '.join(pending)}"
+        except (requests.ConnectionError, requests.Timeout, json.JSONDecodeError, KeyError) as e:
+            last = f"{type(e).__name__}"
+        time.sleep(0.5)
+    raise ServeError(
+        f"TorchServe was not ready after {timeout:.0f}s ({last}); see {server.log_file}:\n{tail(server.log_file)}"
+    )
+
+
+def model_ready(server: Server, model: str) -> bool:
+    r = requests.get(f"{server.management_url}/models/{model}", headers=server.headers("management"), timeout=5)
+    return r.ok and any(w.get("status") == "READY" for d in r.json() for w in d.get("workers", []))
+
+
+def is_running(run_dir: Path = RUN_DIR) -> bool:
+    pid = _pid(run_dir)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop(run_dir: Path = RUN_DIR, timeout: float = 30.0) -> bool:
+    """Stop the instance started from `run_dir` (its whole process group). False if none ran."""
+    pid = _pid(run_dir)
+    if pid is None or not is_running(run_dir):
+        (run_dir / PID_FILE).unlink(missing_ok=True)
+        return False
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _group_alive(pid):
+        _reap(pid)
+        time.sleep(0.2)
+    if _group_alive(pid):
+        _signal_group(pid, signal.SIGKILL)
+    _reap(pid)
+    (run_dir / PID_FILE).unlink(missing_ok=True)
+    return True
+
+
+def _pid(run_dir: Path) -> int | None:
+    try:
+        return int((run_dir / PID_FILE).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect our child's exit status if it is ours, so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log yet)"
