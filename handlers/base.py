@@ -9,17 +9,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Any
 
 import numpy as np
 import torch
 
-from handlers.codec import Limits, RequestError
+from handlers.codec import Decoded, Limits, Payload, RequestError, request_payload
 
 logger = logging.getLogger(__name__)
 
 JSON = "application/json"
 MODEL_CARD = "model_card.json"
+# Measured on 2 cores (README, "Worker threads"): one intra-op thread per worker wins once
+# requests arrive concurrently, since TorchServe's batching already fills both cores.
+DEFAULT_THREADS = 1
 
 
 def select_device(gpu_id: int | None, cuda_available: bool) -> torch.device:
@@ -30,15 +34,17 @@ def select_device(gpu_id: int | None, cuda_available: bool) -> torch.device:
 
 
 class BatchHandler:
-    """Subclasses set `decode(request)` and `encode(output_row)`; this does the rest."""
+    """Subclasses define `decode(payload)` and `encode(outputs, decoded)`; this does the rest."""
 
     def initialize(self, context: Any) -> None:
         props = context.system_properties
+        self.model_name = context.model_name
         self.model_dir = props["model_dir"]
-        settings = (context.model_yaml_config or {}).get("handler", {}) or {}
-        self.limits = Limits.from_mapping(settings)
+        self.settings = (context.model_yaml_config or {}).get("handler", {}) or {}
+        self.limits = Limits.from_mapping(self.settings)
         # PyTorch's default (one thread per core, per worker) oversubscribes small machines.
-        torch.set_num_threads(int(settings.get("threads", 1)))
+        self.threads = int(self.settings.get("threads", DEFAULT_THREADS))
+        torch.set_num_threads(self.threads)
         self.device = select_device(props.get("gpu_id"), torch.cuda.is_available())
         serialized = context.manifest["model"]["serializedFile"]
         self.model = torch.jit.load(os.path.join(self.model_dir, serialized), map_location=self.device)
@@ -51,35 +57,52 @@ class BatchHandler:
     def load_extras(self) -> None:
         """Hook for model-specific files in the archive (labels, ...)."""
 
-    def decode(self, request: dict[str, Any]) -> np.ndarray:
+    def decode(self, payload: Payload) -> Decoded:
         raise NotImplementedError
 
-    def encode(self, output_row: np.ndarray) -> Any:
+    def encode(self, outputs: np.ndarray, decoded: Decoded) -> Any:
         raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What `GET /models/<name>?customized=true` shows: the card plus the live limits."""
+        return {**self.card, "limits": vars(self.limits), "threads": self.threads, "device": str(self.device)}
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[str]:
+        if context.get_request_header(0, "describe") == "True":
+            return [json.dumps(self.describe())]
+        started = time.perf_counter()
         responses: list[str] = [""] * len(data)
-        rows, positions = [], []
+        accepted: list[tuple[int, Decoded]] = []
         for idx, request in enumerate(data):
             try:
-                rows.append(self.decode(request))
-                positions.append(idx)
+                headers = context.get_all_request_header(idx) if context.request_processor else {}
+                accepted.append((idx, self.decode(request_payload(request, headers))))
             except RequestError as e:
+                self._count(context, "RejectedRequests", "Reason", e.code)
                 responses[idx] = self._reply(context, idx, e.status, e.body())
-        if rows:
-            try:
-                batch = torch.from_numpy(np.stack(rows)).to(self.device)
-                with torch.inference_mode():
-                    outputs = self.model(batch).cpu().numpy()
-                answers = [self.encode(row) for row in outputs]
-            except Exception as e:  # the worker must survive a failed forward pass
-                logger.exception("inference failed for a batch of %d", len(rows))
-                failure = {"error": "inference_failed", "detail": f"{type(e).__name__}: {e}"}
-                for idx in positions:
-                    responses[idx] = self._reply(context, idx, 500, failure)
-                return responses
-            for idx, answer in zip(positions, answers, strict=True):
-                responses[idx] = self._reply(context, idx, 200, answer)
+        decoded_at = time.perf_counter()
+        if not accepted:
+            return responses
+        try:
+            batch = torch.from_numpy(np.concatenate([d.rows for _, d in accepted])).to(self.device)
+            with torch.inference_mode():
+                outputs = self.model(batch).cpu().numpy()
+        except Exception as e:  # the worker must survive a failed forward pass
+            logger.exception("inference failed for a batch of %d requests", len(accepted))
+            failure = {"error": "inference_failed", "detail": f"{type(e).__name__}: {e}"}
+            for idx, _ in accepted:
+                responses[idx] = self._reply(context, idx, 500, failure)
+            return responses
+        inferred_at = time.perf_counter()
+        start = 0
+        for idx, decoded in accepted:
+            k = len(decoded.rows)
+            responses[idx] = self._reply(context, idx, 200, self.encode(outputs[start : start + k], decoded))
+            start += k
+        self._count(context, "Batches", "BatchSize", str(len(accepted)))
+        self._time(context, "PreprocessMs", decoded_at - started)
+        self._time(context, "InferenceMs", inferred_at - decoded_at)
+        self._time(context, "PostprocessMs", time.perf_counter() - inferred_at)
         return responses
 
     @staticmethod
@@ -88,3 +111,16 @@ class BatchHandler:
         if status != 200:
             context.set_response_status(status, body.get("error", ""), idx)
         return json.dumps(body)
+
+    @staticmethod
+    def _count(context: Any, name: str, dimension: str, value: str) -> None:
+        if context.metrics is None:  # in-process use without TorchServe's metrics cache
+            return
+        from ts.metrics.dimension import Dimension
+
+        context.metrics.add_counter(f"Handler{name}", 1, None, [Dimension(dimension, value)])
+
+    @staticmethod
+    def _time(context: Any, name: str, seconds: float) -> None:
+        if context.metrics is not None:
+            context.metrics.add_time(f"Handler{name}", seconds * 1000.0, None, "ms")

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
+
 # Request keys TorchServe uses for a raw body ("body") or a form field ("data").
 BODY_KEYS = ("body", "data")
 
@@ -32,6 +34,8 @@ class Limits:
     # Checked from the image header, before decoding: a 40 kB PNG can inflate to gigabytes.
     max_image_pixels: int = 4096 * 4096
     max_json_depth: int = 8
+    # Rows one request may carry (a list of rows, or an Open Inference Protocol tensor).
+    max_rows: int = 64
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> Limits:
@@ -39,16 +43,45 @@ class Limits:
         return cls(**{k: int(v) for k, v in values.items() if k in names})
 
 
-def request_body(request: dict[str, Any]) -> Any:
-    """The payload of one TorchServe request: raw bytes, or JSON TorchServe already parsed."""
-    for key in BODY_KEYS:
-        if key in request and request[key] is not None:
-            return request[key]
+@dataclass(frozen=True)
+class Payload:
+    """One request's body and its media type ("" when the caller sent none)."""
+
+    value: Any  # bytes; or str / parsed JSON when TorchServe decoded the body itself
+    media_type: str = ""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What one request asks for: `rows` (k, *input shape) and the form to answer in."""
+
+    rows: np.ndarray
+    form: str  # "single": one object; "rows": a list; "v2": Open Inference Protocol
+    request_id: str | None = None
+
+
+def request_payload(request: dict[str, Any], headers: dict[str, Any] | None = None) -> Payload:
+    """The body of one TorchServe request and its media type, from the part or the request."""
+    headers = headers or {}
+    key = next((k for k in BODY_KEYS if request.get(k) is not None), None)
     # A multipart upload names its field as the client chose: take the first file-like one.
-    for value in request.values():
-        if isinstance(value, (bytes, bytearray)):
-            return value
-    raise RequestError(400, "empty_body", "The request has no body. Send the input as the request body.")
+    key = key or next((k for k, v in request.items() if isinstance(v, (bytes, bytearray))), None)
+    if key is None:
+        raise RequestError(400, "empty_body", "The request has no body. Send the input as the request body.")
+    part = headers.get(key)
+    media = part.get("content-type", "") if isinstance(part, dict) else ""
+    if not media:
+        media = next((str(v) for k, v in headers.items() if k.lower() == "content-type"), "")
+    return Payload(request[key], media.split(";")[0].strip().lower())
+
+
+def check_media_type(payload: Payload, accepted: tuple[str, ...]) -> None:
+    if payload.media_type and payload.media_type not in accepted:
+        raise RequestError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {payload.media_type} is not accepted; use one of: {', '.join(accepted)}.",
+        )
 
 
 def check_size(raw: bytes, limits: Limits) -> None:
@@ -81,7 +114,20 @@ def parse_json(payload: Any, limits: Limits) -> Any:
             raise RequestError(400, "invalid_json", f"The body is not valid JSON: {e.msg} at position {e.pos}.") from e
     if isinstance(payload, str):
         return parse_json(payload.encode("utf-8"), limits)
+    if _object_depth(payload) > limits.max_json_depth:
+        raise RequestError(400, "json_too_deep", f"JSON nesting deeper than {limits.max_json_depth} levels.")
     return payload
+
+
+def _object_depth(doc: Any) -> int:
+    """Nesting depth of JSON TorchServe already parsed (iterative: no recursion limit)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def _reject_constant(name: str) -> None:

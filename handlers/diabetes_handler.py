@@ -5,8 +5,8 @@ from handlers.base import BatchHandler
 
 
 class DiabetesHandler(BatchHandler):
-    def decode(self, request):
-        return diabetes_codec.decode_request(request, self.limits)
+    def decode(self, payload):
+        return diabetes_codec.decode_request(payload, self.limits)
 
-    def encode(self, output_row):
-        return diabetes_codec.encode_response(output_row)
+    def encode(self, outputs, decoded):
+        return diabetes_codec.encode_outputs(outputs, decoded, self.model_name)

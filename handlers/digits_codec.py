@@ -14,7 +14,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from handlers.codec import Limits, RequestError, check_size, finite_numbers, parse_json, request_body
+from handlers import oip
+from handlers.codec import (
+    Decoded,
+    Limits,
+    Payload,
+    RequestError,
+    check_media_type,
+    check_size,
+    finite_numbers,
+    parse_json,
+)
+from handlers.oip import decode_v2, is_v2_request
 
 SIDE = 28
 # MNIST fits each digit in a 20x20 box centred in the 28x28 frame.
@@ -25,6 +36,8 @@ INK_THRESHOLD = 0.15
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 TOP_K = 5
+IMAGE_MEDIA = ("image/png", "image/jpeg", "application/octet-stream", "multipart/form-data")
+ACCEPTED_MEDIA = (*IMAGE_MEDIA, "application/json")
 
 
 def to_model_pixels(gray: np.ndarray) -> np.ndarray:
@@ -59,7 +72,9 @@ def decode_image(raw: bytes, limits: Limits) -> np.ndarray:
     """PNG or JPEG bytes -> model pixels. The pixel count is checked before decoding."""
     check_size(raw, limits)
     if not (raw.startswith(PNG_MAGIC) or raw.startswith(JPEG_MAGIC)):
-        raise RequestError(415, "unsupported_image", "The body is not a PNG or JPEG image.")
+        raise RequestError(
+            415, "unsupported_image", "The body is not a PNG or JPEG image (checked by its first bytes)."
+        )
     try:
         with Image.open(io.BytesIO(raw)) as image:
             pixels = image.width * image.height
@@ -89,12 +104,21 @@ def _flatten_to_gray(image: Image.Image) -> Image.Image:
     return image.convert("L")
 
 
-def decode_request(request: dict[str, Any], limits: Limits) -> np.ndarray:
-    """One request -> (28, 28) float32. Accepts a PNG/JPEG body, {"image": base64} or {"pixels"}."""
-    payload = request_body(request)
-    if isinstance(payload, (bytes, bytearray)) and bytes(payload[:1]) not in (b"{", b"["):
-        return decode_image(bytes(payload), limits)
-    doc = parse_json(payload, limits)
+def decode_request(payload: Payload, limits: Limits) -> Decoded:
+    """One request -> Decoded rows (k, 1, 28, 28): an image body, base64, pixels or a v2 tensor."""
+    check_media_type(payload, ACCEPTED_MEDIA)
+    value = payload.value
+    declared_image = payload.media_type in IMAGE_MEDIA
+    sniffed_json = isinstance(value, (bytes, bytearray)) and bytes(value[:1]) in (b"{", b"[")
+    if isinstance(value, (bytes, bytearray)) and (
+        declared_image or (payload.media_type != "application/json" and not sniffed_json)
+    ):
+        return _single(decode_image(bytes(value), limits))
+    doc = parse_json(value, limits)
+    if is_v2_request(doc):
+        rows = decode_v2(doc, (SIDE, SIDE), limits)
+        _check_range(rows, "data")
+        return Decoded(rows[:, None], "v2", _request_id(doc))
     if isinstance(doc, dict) and "image" in doc:
         if not isinstance(doc["image"], str):
             raise RequestError(400, "wrong_type", '"image" must be a base64 string of a PNG or JPEG.')
@@ -102,28 +126,57 @@ def decode_request(request: dict[str, Any], limits: Limits) -> np.ndarray:
             raw = base64.b64decode(doc["image"], validate=True)
         except (binascii.Error, ValueError) as e:
             raise RequestError(400, "invalid_base64", f'"image" is not valid base64: {e}.') from e
-        return decode_image(raw, limits)
+        return _single(decode_image(raw, limits))
     if isinstance(doc, dict) and "pixels" in doc:
         rows = doc["pixels"]
         if not isinstance(rows, list) or len(rows) != SIDE:
             raise RequestError(400, "wrong_shape", f'"pixels" must be {SIDE} rows of {SIDE} numbers in [0, 1].')
         pixels = np.array([finite_numbers(r, f"pixels[{i}]", SIDE) for i, r in enumerate(rows)], np.float32)
-        if pixels.min() < 0.0 or pixels.max() > 1.0:
-            raise RequestError(400, "out_of_range", '"pixels" values must lie in [0, 1] (white digit on black).')
-        return pixels
+        _check_range(pixels, '"pixels"')
+        return _single(pixels)
     raise RequestError(
         400,
         "unsupported_input",
-        'Send a PNG or JPEG body, {"image": "<base64>"} or {"pixels": [[28 x 28 numbers]]}.',
+        'Send a PNG or JPEG body, {"image": "<base64>"}, {"pixels": [[28 x 28 numbers]]} '
+        "or an Open Inference Protocol tensor of shape [k, 28, 28].",
     )
+
+
+def _single(pixels: np.ndarray) -> Decoded:
+    return Decoded(pixels[None, None], "single")
+
+
+def _check_range(pixels: np.ndarray, what: str) -> None:
+    if pixels.min() < 0.0 or pixels.max() > 1.0:
+        raise RequestError(400, "out_of_range", f"{what} values must lie in [0, 1] (white digit on black).")
+
+
+def _request_id(doc: dict[str, Any]) -> str | None:
+    return doc["id"] if isinstance(doc.get("id"), str) else None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def encode_response(logits: np.ndarray, labels: list[str], top_k: int = TOP_K) -> dict[str, Any]:
     """Logits for one image -> {"label": int, "probabilities": {label: p}} (top k, descending)."""
-    z = logits.astype(np.float64) - logits.max()
-    probs = np.exp(z) / np.exp(z).sum()
+    probs = softmax(logits)
     order = np.argsort(-probs)[:top_k]
     return {
         "label": int(labels[order[0]]),
         "probabilities": {labels[i]: float(probs[i]) for i in order},
     }
+
+
+def encode_outputs(logits: np.ndarray, decoded: Decoded, labels: list[str], model_name: str) -> Any:
+    """The (k, 10) logits of one request, in the form the request came in."""
+    if decoded.form == "v2":
+        probs = softmax(logits).astype(np.float32)
+        label_ids = np.array([int(labels[i]) for i in probs.argmax(1)], dtype=np.int64)
+        outputs = [oip.tensor("probabilities", probs), oip.tensor("label", label_ids, "INT64")]
+        return oip.response(model_name, outputs, decoded.request_id)
+    answers = [encode_response(row, labels) for row in logits]
+    return answers[0] if decoded.form == "single" else answers

@@ -13,8 +13,8 @@ class DigitsHandler(BatchHandler):
             names = json.load(f)
         self.labels = [names[str(i)] for i in range(len(names))]
 
-    def decode(self, request):
-        return digits_codec.decode_request(request, self.limits)[None, :, :]  # add the channel
+    def decode(self, payload):
+        return digits_codec.decode_request(payload, self.limits)
 
-    def encode(self, output_row):
-        return digits_codec.encode_response(output_row, self.labels)
+    def encode(self, outputs, decoded):
+        return digits_codec.encode_outputs(outputs, decoded, self.labels, self.model_name)

@@ -54,3 +54,20 @@ def running_torchserve(store: Path, run_dir: Path, models: list[str] | None = No
         yield serve.start(models or [], run_dir=run_dir, model_store=store, ports=ports)
     finally:
         serve.stop(run_dir)
+
+
+@pytest.fixture(scope="session")
+def served(built, tmp_path_factory):
+    """One TorchServe for the integration tests, both archives registered over the API."""
+    import requests
+
+    with running_torchserve(built.store, tmp_path_factory.mktemp("ts")) as srv:
+        for name in ("digits", "diabetes"):
+            r = requests.post(
+                f"{srv.management_url}/models",
+                params={"url": f"{name}.mar", "initial_workers": 1, "synchronous": "true"},
+                headers=srv.headers("management"),
+                timeout=120,
+            )
+            assert r.status_code == 200, r.text
+        yield srv

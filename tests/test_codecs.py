@@ -9,10 +9,17 @@ import pytest
 from PIL import Image
 
 from handlers import diabetes_codec, digits_codec
-from handlers.codec import Limits, RequestError
+from handlers.codec import Limits, Payload, RequestError
 from tsforge.paths import EXAMPLES
 
 LIMITS = Limits()
+
+
+def digit(body, media_type=""):
+    """Decode one digits request that carries a single image: its (28, 28) pixels."""
+    decoded = digits_codec.decode_request(Payload(body, media_type), LIMITS)
+    assert decoded.form == "single" and decoded.rows.shape == (1, 1, 28, 28)
+    return decoded.rows[0, 0]
 
 
 def png(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -26,7 +33,7 @@ def mnist(label: int) -> bytes:
 
 
 def test_a_real_mnist_png_becomes_28x28_white_on_black_pixels():
-    pixels = digits_codec.decode_request({"body": mnist(7)}, LIMITS)
+    pixels = digit(mnist(7))
     assert pixels.shape == (28, 28) and pixels.dtype == np.float32
     assert 0.0 <= pixels.min() and pixels.max() <= 1.0
     assert pixels[0].max() == 0.0 and pixels[:, 0].max() == 0.0  # the frame stays black
@@ -36,17 +43,17 @@ def test_a_real_mnist_png_becomes_28x28_white_on_black_pixels():
 def test_a_dark_digit_on_white_jpeg_decodes_like_its_inverse_png():
     gray = Image.open(io.BytesIO(mnist(3))).convert("L")
     inverted = Image.eval(gray, lambda v: 255 - v).resize((112, 112))
-    from_png = digits_codec.decode_request({"body": png(gray.resize((112, 112)))}, LIMITS)
-    from_jpeg = digits_codec.decode_request({"body": png(inverted, "JPEG")}, LIMITS)
+    from_png = digit(png(gray.resize((112, 112))), "image/png")
+    from_jpeg = digit(png(inverted, "JPEG"), "image/jpeg")
     assert np.abs(from_png - from_jpeg).mean() < 0.05
 
 
 def test_base64_and_pixel_json_inputs_match_the_raw_body():
-    raw = digits_codec.decode_request({"body": mnist(5)}, LIMITS)
+    raw = digit(mnist(5))
     b64 = json.dumps({"image": base64.b64encode(mnist(5)).decode()}).encode()
-    assert np.array_equal(digits_codec.decode_request({"body": b64}, LIMITS), raw)
+    assert np.array_equal(digit(b64, "application/json"), raw)
     pixels = {"pixels": raw.tolist()}
-    assert np.array_equal(digits_codec.decode_request({"body": pixels}, LIMITS), raw)
+    assert np.array_equal(digit(pixels), raw)
 
 
 def test_encode_response_gives_the_top5_probabilities_in_order():
@@ -71,21 +78,21 @@ def test_encode_response_gives_the_top5_probabilities_in_order():
 )
 def test_bad_digit_requests_are_refused_with_a_code(body, status, code):
     with pytest.raises(RequestError) as e:
-        digits_codec.decode_request({"body": body}, LIMITS)
+        digits_codec.decode_request(Payload(body), LIMITS)
     assert (e.value.status, e.value.code) == (status, code)
 
 
 def test_an_image_over_the_pixel_limit_is_refused_before_decoding():
     big = png(Image.new("L", (300, 300)))
     with pytest.raises(RequestError) as e:
-        digits_codec.decode_request({"body": big}, Limits(max_image_pixels=200 * 200))
+        digits_codec.decode_request(Payload(big), Limits(max_image_pixels=200 * 200))
     assert (e.value.status, e.value.code) == (413, "image_too_large")
 
 
 def test_diabetes_features_decode_in_order():
     doc = json.loads((EXAMPLES / "diabetes.json").read_text())
-    row = diabetes_codec.decode_request({"body": json.dumps(doc).encode()}, LIMITS)
-    assert row.tolist() == pytest.approx(doc["features"])
+    decoded = diabetes_codec.decode_request(Payload(json.dumps(doc).encode(), "application/json"), LIMITS)
+    assert decoded.form == "single" and decoded.rows[0].tolist() == pytest.approx(doc["features"])
     assert diabetes_codec.encode_response(np.float32(151.5)) == {"prediction": 151.5}
 
 
@@ -110,5 +117,105 @@ def test_diabetes_feature_names_match_scikit_learn():
 )
 def test_bad_diabetes_requests_are_refused_with_a_code(body, code):
     with pytest.raises(RequestError) as e:
-        diabetes_codec.decode_request({"body": body}, LIMITS)
+        diabetes_codec.decode_request(Payload(body), LIMITS)
     assert e.value.status == 400 and e.value.code == code
+
+
+def diabetes(doc, media_type="application/json"):
+    return diabetes_codec.decode_request(Payload(json.dumps(doc).encode(), media_type), LIMITS)
+
+
+def test_diabetes_accepts_named_features_and_lists_of_rows():
+    doc = json.loads((EXAMPLES / "diabetes.json").read_text())
+    named = dict(zip(diabetes_codec.FEATURE_NAMES, doc["features"], strict=True))
+    single = diabetes(doc).rows
+    assert np.array_equal(diabetes(named).rows, single)
+    rows = diabetes([doc, named, doc["features"]])
+    assert rows.form == "rows" and rows.rows.shape == (3, 10)
+    assert all(np.array_equal(r, single[0]) for r in rows.rows)
+    answer = diabetes_codec.encode_outputs(np.array([1.0, 2.0, 3.0], np.float32), rows, "diabetes")
+    assert answer == [{"prediction": 1.0}, {"prediction": 2.0}, {"prediction": 3.0}]
+
+
+def test_named_features_must_be_complete_and_known():
+    with pytest.raises(RequestError, match=r"missing \['s6'\], unknown \['zzz'\]") as e:
+        diabetes({**{n: 1 for n in diabetes_codec.FEATURE_NAMES[:-1]}, "zzz": 1})
+    assert e.value.code == "wrong_features"
+
+
+def test_open_inference_protocol_round_trip_for_both_models():
+    v2 = {"id": "r1", "inputs": [{"name": "x", "shape": [2, 10], "datatype": "FP32", "data": list(range(20))}]}
+    decoded = diabetes(v2)
+    assert decoded.form == "v2" and decoded.rows.shape == (2, 10) and decoded.rows[1, 0] == 10
+    answer = diabetes_codec.encode_outputs(np.array([5.0, 6.0], np.float32), decoded, "diabetes")
+    assert answer == {
+        "model_name": "diabetes",
+        "id": "r1",
+        "outputs": [{"name": "prediction", "shape": [2], "datatype": "FP32", "data": [5.0, 6.0]}],
+    }
+    pixels = digit(mnist(4)).tolist()
+    decoded = digits_codec.decode_request(
+        Payload({"inputs": [{"name": "x", "shape": [28, 28], "datatype": "FP32", "data": pixels}]}), LIMITS
+    )
+    assert decoded.form == "v2" and decoded.rows.shape == (1, 1, 28, 28)
+    logits = np.zeros((1, 10), np.float32)
+    logits[0, 4] = 5
+    out = digits_codec.encode_outputs(logits, decoded, [str(i) for i in range(10)], "digits")["outputs"]
+    assert [o["name"] for o in out] == ["probabilities", "label"] and out[1]["data"] == [4]
+    assert out[0]["shape"] == [1, 10] and sum(out[0]["data"]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "tensor, code",
+    [
+        ({"name": "x", "shape": [1, 10], "datatype": "BYTES", "data": ["a"] * 10}, "wrong_datatype"),
+        ({"name": "x", "shape": [1, 9], "datatype": "FP32", "data": [1] * 9}, "wrong_shape"),
+        ({"name": "x", "shape": [2, 10], "datatype": "FP32", "data": [1] * 10}, "wrong_shape"),
+        ({"name": "x", "shape": [1, 10], "datatype": "FP32", "data": [1] * 9 + ["a"]}, "wrong_type"),
+        ({"name": "x", "shape": [1, 10], "datatype": "FP32"}, "wrong_v2_request"),
+        ({"name": "x", "shape": [100, 10], "datatype": "FP32", "data": [1] * 1000}, "too_many_rows"),
+    ],
+)
+def test_bad_open_inference_protocol_requests_are_refused(tensor, code):
+    with pytest.raises(RequestError) as e:
+        diabetes({"inputs": [tensor]})
+    assert e.value.code == code
+
+
+def test_a_wrong_content_type_is_refused_with_415():
+    with pytest.raises(RequestError) as e:
+        diabetes({"features": list(range(10))}, media_type="text/plain")
+    assert (e.value.status, e.value.code) == (415, "unsupported_media_type")
+    with pytest.raises(RequestError) as e:
+        digits_codec.decode_request(Payload(mnist(1), "text/html"), LIMITS)
+    assert e.value.status == 415
+
+
+def test_bytes_declared_as_an_image_that_are_not_one_are_refused():
+    with pytest.raises(RequestError) as e:
+        digits_codec.decode_request(Payload(b'{"pixels": 1}', "image/png"), LIMITS)
+    assert (e.value.status, e.value.code) == (415, "unsupported_image")
+
+
+def test_json_already_parsed_by_torchserve_is_still_depth_checked():
+    nested: list = []
+    for _ in range(20):
+        nested = [nested]
+    with pytest.raises(RequestError) as e:
+        diabetes_codec.decode_request(Payload({"features": nested}), LIMITS)
+    assert e.value.code == "json_too_deep"
+
+
+def test_a_body_over_the_size_limit_is_refused_with_413():
+    huge = b'{"features": [' + b"1," * 3_000_000 + b"1]}"
+    with pytest.raises(RequestError) as e:
+        diabetes_codec.decode_request(Payload(huge), LIMITS)
+    assert (e.value.status, e.value.code) == (413, "body_too_large")
+
+
+def test_the_device_is_the_assigned_gpu_only_when_cuda_is_available():
+    from handlers.base import select_device
+
+    assert str(select_device(1, cuda_available=True)) == "cuda:1"
+    assert str(select_device(None, cuda_available=True)) == "cpu"
+    assert str(select_device(0, cuda_available=False)) == "cpu"

@@ -1,6 +1,8 @@
 """The real handlers inside TorchServe's real Context, with no server: batches and bad rows."""
 
+import base64
 import json
+import random
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import yaml
 from ts.context import Context, RequestProcessor
 
 from handlers import digits_codec
+from handlers.codec import Payload
 from handlers.diabetes_handler import DiabetesHandler
 from handlers.digits_handler import DigitsHandler
 from tsforge.paths import EXAMPLES
@@ -24,8 +27,8 @@ def load(handler_cls, built, name, tmp_path):
     return handler, ctx
 
 
-def run(handler, ctx, batch):
-    ctx.request_processor = [RequestProcessor({}) for _ in batch]
+def run(handler, ctx, batch, headers=None):
+    ctx.request_processor = [RequestProcessor(h) for h in (headers or [{} for _ in batch])]
     out = handler.handle(batch, ctx)
     statuses = [ctx.get_response_status(i)[0] for i in range(len(batch))]
     return [json.loads(o) for o in out], statuses
@@ -38,8 +41,8 @@ def test_digits_batch_answers_each_image_like_the_model_alone(built, tmp_path):
     assert statuses == [200] * 10
     model = torch.jit.load(str(built.artifacts / "digits" / "digits.pt"))
     for body, answer in zip(bodies, answers, strict=True):
-        pixels = digits_codec.decode_request({"body": body}, handler.limits)
-        logits = model(torch.from_numpy(pixels)[None, None]).detach().numpy()[0]
+        pixels = digits_codec.decode_request(Payload(body), handler.limits).rows
+        logits = model(torch.from_numpy(pixels)).detach().numpy()[0]
         alone = digits_codec.encode_response(logits, handler.labels)
         assert answer["label"] == alone["label"]
         assert answer["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-6)
@@ -72,3 +75,56 @@ def test_a_failing_forward_pass_answers_500_json_and_the_handler_keeps_working(b
     handler.model = model
     answers, statuses = run(handler, ctx, [good])
     assert statuses == [200] and "prediction" in answers[0]
+
+
+def test_random_batches_with_bad_requests_interleaved_answer_each_good_one_as_alone(built, tmp_path):
+    """Property-style: whatever the mix and order, a good request's answer is its answer alone."""
+    handler, ctx = load(DigitsHandler, built, "digits", tmp_path)
+    images = [(EXAMPLES / f"mnist-{i}.png").read_bytes() for i in range(10)]
+    good = [{"body": b} for b in images] + [
+        {"body": json.dumps({"image": base64.b64encode(images[3]).decode()}).encode()},
+        {"body": {"pixels": np.full((28, 28), 0.2).tolist()}},
+    ]
+    bad = [{"body": b""}, {"body": b"not an image"}, {"body": images[2][:50]}, {"body": b'{"pixels": [1]}'}]
+    alone = [run(handler, ctx, [g])[0][0] for g in good]
+    rng = random.Random(7)
+    for _ in range(25):
+        picks = [
+            ("good", rng.randrange(len(good))) if rng.random() < 0.6 else ("bad", rng.randrange(len(bad)))
+            for _ in range(rng.randint(1, 8))
+        ]
+        answers, statuses = run(handler, ctx, [good[i] if kind == "good" else bad[i] for kind, i in picks])
+        for (kind, i), answer, status in zip(picks, answers, statuses, strict=True):
+            if kind == "bad":
+                assert status in (400, 415) and set(answer) == {"error", "detail"}
+            else:
+                assert status == 200 and answer["label"] == alone[i]["label"]
+                assert answer["probabilities"] == pytest.approx(alone[i]["probabilities"], abs=1e-6)
+
+
+def test_rows_and_v2_requests_share_a_batch_with_single_ones(built, tmp_path):
+    handler, ctx = load(DiabetesHandler, built, "diabetes", tmp_path)
+    doc = json.loads((EXAMPLES / "diabetes.json").read_text())
+    single = run(handler, ctx, [{"body": doc}])[0][0]["prediction"]
+    v2 = {"inputs": [{"name": "x", "shape": [2, 10], "datatype": "FP64", "data": doc["features"] * 2}]}
+    answers, statuses = run(handler, ctx, [{"body": [doc, doc, doc]}, {"body": v2}, {"body": doc}])
+    assert statuses == [200, 200, 200]
+    assert [a["prediction"] for a in answers[0]] == pytest.approx([single] * 3, abs=1e-4)
+    assert answers[1]["outputs"][0]["data"] == pytest.approx([single] * 2, abs=1e-4)
+    assert answers[2]["prediction"] == pytest.approx(single, abs=1e-4)
+
+
+def test_the_content_type_comes_from_torchserve_request_headers(built, tmp_path):
+    handler, ctx = load(DiabetesHandler, built, "diabetes", tmp_path)
+    body = (EXAMPLES / "diabetes.json").read_bytes()
+    headers = [{"body": {"content-type": "text/plain"}}, {"Content-Type": "application/json; charset=utf-8"}]
+    answers, statuses = run(handler, ctx, [{"body": body}, {"body": body}], headers)
+    assert statuses == [415, 200] and answers[0]["error"] == "unsupported_media_type"
+
+
+def test_describe_returns_the_model_card_with_schema_limits_and_gates(built, tmp_path):
+    handler, ctx = load(DigitsHandler, built, "digits", tmp_path)
+    (card,) = run(handler, ctx, [{"body": b""}], [{"describe": "True"}])[0]
+    assert card["name"] == "digits" and [g["gate"] for g in card["gates"]] == ["parity", "quality"]
+    assert card["limits"]["max_image_pixels"] == 4096 * 4096 and card["threads"] == 1
+    assert "accuracy" in card["metrics"]["test"] and "input" in card["schema"]

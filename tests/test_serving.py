@@ -9,65 +9,50 @@ import requests
 import torch
 
 from handlers import digits_codec
-from handlers.codec import Limits
-from tests.conftest import running_torchserve
+from handlers.codec import Limits, Payload
 from tsforge import client
 from tsforge.paths import EXAMPLES
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def server(built, tmp_path_factory):
-    with running_torchserve(built.store, tmp_path_factory.mktemp("ts")) as srv:
-        for name in ("digits", "diabetes"):
-            r = requests.post(
-                f"{srv.management_url}/models",
-                params={"url": f"{name}.mar", "initial_workers": 1, "synchronous": "true"},
-                headers=srv.headers("management"),
-                timeout=120,
-            )
-            assert r.status_code == 200, r.text
-        yield srv
-
-
-def test_both_archives_are_registered_with_a_ready_worker(server):
-    r = requests.get(f"{server.management_url}/models", headers=server.headers("management"), timeout=10)
+def test_both_archives_are_registered_with_a_ready_worker(served):
+    r = requests.get(f"{served.management_url}/models", headers=served.headers("management"), timeout=10)
     assert {m["modelName"] for m in r.json()["models"]} == {"digits", "diabetes"}
     for name in ("digits", "diabetes"):
-        desc = requests.get(f"{server.management_url}/models/{name}", headers=server.headers("management"), timeout=10)
+        desc = requests.get(f"{served.management_url}/models/{name}", headers=served.headers("management"), timeout=10)
         (model,) = desc.json()
         assert model["batchSize"] == 8 and model["workers"][0]["status"] == "READY"
 
 
-def test_digit_predictions_over_http_equal_the_model_in_process(server, built):
+def test_digit_predictions_over_http_equal_the_model_in_process(served, built):
     model = torch.jit.load(str(built.artifacts / "digits" / "digits.pt"))
     labels = [str(i) for i in range(10)]
     for i in range(10):
         path = EXAMPLES / f"mnist-{i}.png"
-        answer = client.predict_file(server, "digits", path)
-        pixels = digits_codec.decode_request({"body": path.read_bytes()}, Limits())
-        expected = digits_codec.encode_response(model(torch.from_numpy(pixels)[None, None]).detach().numpy()[0], labels)
+        answer = client.predict_file(served, "digits", path)
+        pixels = digits_codec.decode_request(Payload(path.read_bytes()), Limits()).rows
+        expected = digits_codec.encode_response(model(torch.from_numpy(pixels)).detach().numpy()[0], labels)
         assert answer["label"] == expected["label"]
         assert answer["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
 
 
-def test_diabetes_prediction_over_http_equals_the_model_in_process(server, built):
+def test_diabetes_prediction_over_http_equals_the_model_in_process(served, built):
     features = json.loads((EXAMPLES / "diabetes.json").read_text())["features"]
-    answer = client.predict_file(server, "diabetes", EXAMPLES / "diabetes.json")
+    answer = client.predict_file(served, "diabetes", EXAMPLES / "diabetes.json")
     model = torch.jit.load(str(built.artifacts / "diabetes" / "diabetes.pt"))
     assert answer["prediction"] == pytest.approx(model(torch.tensor([features])).item(), abs=1e-4)
 
 
-def test_concurrent_requests_with_bad_ones_each_get_their_own_answer(server):
+def test_concurrent_requests_with_bad_ones_each_get_their_own_answer(served):
     good = (EXAMPLES / "diabetes.json").read_bytes()
     bodies = [good if i % 3 else b'{"features": [1, 2, 3]}' for i in range(24)]
 
     def send(body):
         r = requests.post(
-            f"{server.inference_url}/predictions/diabetes",
+            f"{served.inference_url}/predictions/diabetes",
             data=body,
-            headers={**server.headers(), "Content-Type": "application/json"},
+            headers={**served.headers(), "Content-Type": "application/json"},
             timeout=30,
         )
         return r.status_code, r.json()
@@ -85,16 +70,16 @@ def test_concurrent_requests_with_bad_ones_each_get_their_own_answer(server):
 
 
 @pytest.mark.parametrize("api", ["inference", "management"])
-def test_requests_without_the_right_token_are_refused(server, api):
-    url = f"{server.inference_url}/ping" if api == "inference" else f"{server.management_url}/models"
+def test_requests_without_the_right_token_are_refused(served, api):
+    url = f"{served.inference_url}/ping" if api == "inference" else f"{served.management_url}/models"
     for headers in ({}, {"Authorization": "Bearer not-the-key"}):
         r = requests.get(url, headers=headers, timeout=10)
         assert r.status_code == 400 and r.json()["type"] == "InvalidKeyException"
 
 
-def test_registering_from_a_url_outside_the_model_store_is_refused(server):
+def test_registering_from_a_url_outside_the_model_store_is_refused(served):
     for url in ("https://example.com/evil.mar", "file:///etc/evil.mar"):
         r = requests.post(
-            f"{server.management_url}/models", params={"url": url}, headers=server.headers("management"), timeout=30
+            f"{served.management_url}/models", params={"url": url}, headers=served.headers("management"), timeout=30
         )
         assert r.status_code in (400, 404) and "allowed URL" in r.json()["message"]

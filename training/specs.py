@@ -61,6 +61,8 @@ class ModelSpec:
     # Applied to each training batch only (never to validation, test or gates).
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Input and output contract, shown by the management API's describe call.
+    schema: dict[str, Any] = field(default_factory=dict)
 
 
 def _classification_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -125,10 +127,22 @@ DIGITS = ModelSpec(
     metrics=_digits_metrics,
     gate_metric="accuracy",
     gate_threshold=0.97,
-    serving=ServingConfig(batch_size=8, max_batch_delay_ms=5, workers=1, threads_per_worker=1),
+    # Two single-threaded workers beat one two-threaded worker on 2 cores (README, "Worker threads").
+    serving=ServingConfig(batch_size=8, max_batch_delay_ms=5, workers=2, threads_per_worker=1),
     handler="digits_handler.py",
     augment=_random_affine,
     extra={"labels": [str(i) for i in range(10)]},
+    schema={
+        "input": {
+            "image/png, image/jpeg (body or multipart field)": "any size or mode; light backgrounds inverted",
+            "application/json": ['{"image": "<base64 PNG/JPEG>"}', '{"pixels": [[28 x 28 numbers in 0..1]]}'],
+            "open_inference_protocol": "one tensor, shape [k, 28, 28], numeric datatype, values in 0..1",
+        },
+        "output": {
+            "json": '{"label": int, "probabilities": {label: p}} (top 5)',
+            "open_inference_protocol": ["probabilities [k, 10] FP32", "label [k] INT64"],
+        },
+    },
 )
 
 DIABETES = ModelSpec(
@@ -145,6 +159,20 @@ DIABETES = ModelSpec(
     serving=ServingConfig(batch_size=8, max_batch_delay_ms=5, workers=1, threads_per_worker=1),
     handler="diabetes_handler.py",
     prepare=lambda model, train: model.fit_scaling(train.x, train.y),
+    schema={
+        "input": {
+            "application/json": [
+                '{"features": [age, sex, bmi, bp, s1, s2, s3, s4, s5, s6]} (raw values)',
+                '{"age": ..., "sex": ..., ...} (all ten named)',
+                "[row, row, ...] (each row either form)",
+            ],
+            "open_inference_protocol": "one tensor, shape [k, 10], numeric datatype",
+        },
+        "output": {
+            "json": '{"prediction": float} (a list of them for a list of rows)',
+            "open_inference_protocol": ["prediction [k] FP32"],
+        },
+    },
 )
 
 SPECS: dict[str, ModelSpec] = {s.name: s for s in (DIGITS, DIABETES)}

@@ -65,6 +65,7 @@ def model_card(spec: ModelSpec, out_dir: Path, version: str, gates: list[GateRes
         "metrics": {"validation": metrics["val"], "test": metrics["test"]},
         "gates": [g.to_dict() for g in gates],
         "serving": asdict(spec.serving),
+        "schema": spec.schema,
     }
 
 
