@@ -1,7 +1,7 @@
 # Every target calls the `tsforge` CLI; the logic lives there (and setup in scripts/bootstrap.sh).
 BIN := .venv/bin
 
-.PHONY: setup demo test serve stop status lint clean
+.PHONY: setup demo test serve stop status lint docker-check clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -21,6 +21,9 @@ stop: setup
 
 status: setup
 	$(BIN)/tsforge serve status
+
+docker-check: setup  ## hadolint, docker-compose config, references and ports (also part of `make test`)
+	$(BIN)/pytest -q tests/test_docker.py
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

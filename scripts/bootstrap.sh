@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Idempotent first-use setup for `make demo` / `make test`: a Java 17+ runtime (apt-get) when
-# `java` is missing, and .venv with the pinned packages of pyproject.toml. Re-runs are no-ops
-# until pyproject.toml changes.
+# Idempotent first-use setup for `make demo` / `make test`: a Java 17+ runtime and
+# docker-compose (apt-get) when missing, and .venv with the pinned packages of pyproject.toml.
+# Re-runs are no-ops until pyproject.toml changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 java_ok() { command -v java >/dev/null && java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])'; }
-if ! java_ok; then
-  echo "bootstrap: installing a Java 17 runtime (TorchServe's front end is Java)" >&2
+# Debian packages: a Java runtime for TorchServe, docker-compose to validate docker/ (the
+# tests run `docker-compose config`; no Docker engine is needed for that).
+missing=()
+java_ok || missing+=(openjdk-17-jre-headless)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+if ((${#missing[@]})); then
+  echo "bootstrap: apt-get install ${missing[*]}" >&2
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
   java_ok || { echo "bootstrap: java 17 is still missing; install openjdk-17-jre-headless" >&2; exit 1; }
 fi
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -71,11 +72,15 @@ def _archives() -> list[str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    host = os.environ.get("TSFORGE_BIND_HOST")  # set by the Docker image only
+    if args.action in ("start", "run") and not _archives():
+        raise SystemExit(f"no archives in {MODEL_STORE}: run `make demo` or `tsforge build` first")
     if args.action == "start":
-        if not _archives():
-            raise SystemExit("no archives in model_store/: run `make demo` or `tsforge build` first")
-        server = serve.start(_archives())
-        _print_server(server)
+        _print_server(serve.start(_archives(), host=host))
+    elif args.action == "run":
+        raise SystemExit(serve.run_foreground(_archives(), host=host, announce=_print_server))
+    elif args.action == "health":
+        raise SystemExit(0 if serve.healthy() else 1)
     elif args.action == "stop":
         print("TorchServe stopped" if serve.stop() else "TorchServe was not running")
     elif args.action == "status":
@@ -158,7 +163,11 @@ def parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
 
     s = sub.add_parser("serve", help="start, stop or inspect TorchServe")
-    s.add_argument("action", choices=["start", "stop", "status", "key"])
+    s.add_argument(
+        "action",
+        choices=["start", "stop", "status", "key", "run", "health"],
+        help="run: start and hold in the foreground (containers); health: exit 0 when /ping answers",
+    )
     s.add_argument(
         "--kind", default="inference", choices=["inference", "management", "API"], help="which key `key` prints"
     )

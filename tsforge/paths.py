@@ -1,13 +1,15 @@
-"""Where things live. Everything is relative to the repository root unless overridden."""
+"""Where things live: relative to the repository root, each overridable by environment
+(the Docker image points them at writable folders of its non-root user)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "artifacts"
-MODEL_STORE = ROOT / "model_store"
-CONFIG = ROOT / "config.properties"
-RUN_DIR = ROOT / ".serve"
+ARTIFACTS = Path(os.environ.get("TSFORGE_ARTIFACTS", ROOT / "artifacts"))
+MODEL_STORE = Path(os.environ.get("TSFORGE_MODEL_STORE", ROOT / "model_store"))
+CONFIG = Path(os.environ.get("TSFORGE_CONFIG", ROOT / "config.properties"))
+RUN_DIR = Path(os.environ.get("TSFORGE_RUN_DIR", ROOT / ".serve"))
 HANDLERS = ROOT / "handlers"
 EXAMPLES = ROOT / "examples"

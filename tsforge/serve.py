@@ -67,9 +67,17 @@ def read_properties(path: Path) -> dict[str, str]:
     return props
 
 
-def render_config(base: Path, run_dir: Path, model_store: Path, ports: dict[str, int] | None = None) -> Path:
-    """Copy `base` into `run_dir`, filling ${MODEL_STORE} and optionally moving the ports."""
+def render_config(
+    base: Path, run_dir: Path, model_store: Path, ports: dict[str, int] | None = None, host: str | None = None
+) -> Path:
+    """Copy `base` into `run_dir`, filling ${MODEL_STORE}, optionally moving ports and the bind host.
+
+    `host` exists for containers: inside one, 127.0.0.1 is unreachable from the published
+    ports, so the image binds 0.0.0.0 while compose publishes on the host's loopback only.
+    """
     text = base.read_text().replace("${MODEL_STORE}", str(model_store.resolve()))
+    if host:
+        text = re.sub(r"(?m)^((?:\w+_address)=(?:https?://)?)127\.0\.0\.1", rf"\g<1>{host}", text)
     text = re.sub(r"(?m)^model_store=.*$", f"model_store={model_store.resolve()}", text)
     for key, port in (ports or {}).items():
         # "key=http://host:PORT" or "key=PORT"
@@ -83,8 +91,9 @@ def render_config(base: Path, run_dir: Path, model_store: Path, ports: dict[str,
 
 
 def server_for(run_dir: Path) -> Server:
+    """The instance started from `run_dir`, with URLs a local client can call."""
     props = read_properties(run_dir / "config.properties")
-    return Server(run_dir, *(props[k] for k in ADDRESS_KEYS))
+    return Server(run_dir, *(props[k].replace("0.0.0.0", "127.0.0.1") for k in ADDRESS_KEYS))
 
 
 def start(
@@ -93,12 +102,13 @@ def start(
     model_store: Path = MODEL_STORE,
     base_config: Path = CONFIG,
     ports: dict[str, int] | None = None,
+    host: str | None = None,
     timeout: float = 180.0,
 ) -> Server:
     """Start TorchServe in the background, wait until every model has a ready worker."""
     if is_running(run_dir):
         raise ServeError(f"TorchServe is already running from {run_dir}: stop it first (tsforge serve stop).")
-    config = render_config(base_config, run_dir, model_store, ports)
+    config = render_config(base_config, run_dir, model_store, ports, host)
     (run_dir / "logs").mkdir(exist_ok=True)
     (run_dir / "tmp").mkdir(exist_ok=True)
     (run_dir / KEY_FILE).unlink(missing_ok=True)
@@ -163,6 +173,29 @@ def wait_ready(server: Server, models: list[str], timeout: float, proc: subproce
 def model_ready(server: Server, model: str) -> bool:
     r = requests.get(f"{server.management_url}/models/{model}", headers=server.headers("management"), timeout=5)
     return r.ok and any(w.get("status") == "READY" for d in r.json() for w in d.get("workers", []))
+
+
+def healthy(run_dir: Path = RUN_DIR) -> bool:
+    """What health checks call: /ping with the inference key (TorchServe 0.12 demands it)."""
+    try:
+        server = server_for(run_dir)
+        return requests.get(f"{server.inference_url}/ping", headers=server.headers(), timeout=5).ok
+    except (OSError, requests.RequestException, KeyError, ValueError):
+        return False
+
+
+def run_foreground(models: list[str], host: str | None = None, announce=print) -> int:
+    """Start, then hold until SIGTERM/SIGINT (docker stop) or TorchServe dies; then stop it."""
+    stop_requested = []
+    signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stop_requested.append(True))
+    announce(start(models, host=host))
+    try:
+        while not stop_requested and is_running():
+            time.sleep(1)
+    finally:
+        stop()
+    return 0 if stop_requested else 1
 
 
 def is_running(run_dir: Path = RUN_DIR) -> bool:
