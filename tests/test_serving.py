@@ -30,7 +30,7 @@ def test_digit_predictions_over_http_equal_the_model_in_process(served, built):
     labels = [str(i) for i in range(10)]
     for i in range(10):
         path = EXAMPLES / f"mnist-{i}.png"
-        answer = client.predict_file(served, "digits", path)
+        answer = client.Client(served).predict_file("digits", path)
         pixels = digits_codec.decode_request(Payload(path.read_bytes()), Limits()).rows
         expected = digits_codec.encode_response(model(torch.from_numpy(pixels)).detach().numpy()[0], labels)
         assert answer["label"] == expected["label"]
@@ -39,7 +39,7 @@ def test_digit_predictions_over_http_equal_the_model_in_process(served, built):
 
 def test_diabetes_prediction_over_http_equals_the_model_in_process(served, built):
     features = json.loads((EXAMPLES / "diabetes.json").read_text())["features"]
-    answer = client.predict_file(served, "diabetes", EXAMPLES / "diabetes.json")
+    answer = client.Client(served).predict_file("diabetes", EXAMPLES / "diabetes.json")
     model = torch.jit.load(str(built.artifacts / "diabetes" / "diabetes.pt"))
     assert answer["prediction"] == pytest.approx(model(torch.tensor([features])).item(), abs=1e-4)
 

@@ -57,7 +57,11 @@ def build_archive(
     version: str = "1.0",
     archive_name: str | None = None,
 ) -> Path:
-    """Run torch-model-archiver and move the result into `store` atomically."""
+    """Run torch-model-archiver and move the result into `store` atomically.
+
+    The model is always named `spec.name` inside; `archive_name` only names the file, so a
+    second version (digits-v2.mar, version 2.0) registers as another version of `digits`.
+    """
     name = archive_name or spec.name
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=store, prefix=f".{name}-build-") as tmp:
@@ -66,7 +70,7 @@ def build_archive(
         cmd = [
             str(Path(sys.executable).with_name("torch-model-archiver")),
             "--model-name",
-            name,
+            spec.name,
             "--version",
             version,
             "--serialized-file",
@@ -83,8 +87,8 @@ def build_archive(
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(
-                f"torch-model-archiver failed for {name} (exit {proc.returncode}):\n{proc.stderr or proc.stdout}"
+                f"torch-model-archiver failed for {spec.name} (exit {proc.returncode}):\n{proc.stderr or proc.stdout}"
             )
         target = store / f"{name}.mar"
-        os.replace(tmp_path / f"{name}.mar", target)
+        os.replace(tmp_path / f"{spec.name}.mar", target)
     return target

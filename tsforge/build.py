@@ -28,8 +28,8 @@ BUILD_STAMP = "build.json"
 SOURCES = ("models", "training", "handlers", "tsforge/archive.py", "tsforge/build.py")
 
 
-def fingerprint(spec: ModelSpec, config: TrainConfig, version: str) -> str:
-    h = hashlib.sha256(json.dumps([spec.name, asdict(config), version, asdict(spec.serving)]).encode())
+def fingerprint(spec: ModelSpec, config: TrainConfig, version: str, archive_name: str) -> str:
+    h = hashlib.sha256(json.dumps([spec.name, archive_name, asdict(config), version, asdict(spec.serving)]).encode())
     for src in SOURCES:
         path = ROOT / src
         for f in sorted(path.rglob("*.py") if path.is_dir() else [path]):
@@ -77,19 +77,24 @@ def build(
     version: str = "1.0",
     force: bool = False,
     progress: bool = True,
+    archive_name: str | None = None,
 ) -> tuple[Path, bool]:
-    """Build `store/<name>.mar`; returns (path, rebuilt). Nothing is archived if a gate fails."""
+    """Build `store/<archive_name>.mar`; returns (path, rebuilt). No archive if a gate fails.
+
+    `archive_name` (default: the model's name) lets a second version live beside the first.
+    """
     cfg = config or spec.train
-    out_dir = artifacts_dir(spec, artifacts)
-    target = store / f"{spec.name}.mar"
+    name = archive_name or spec.name
+    out_dir = artifacts / name
+    target = store / f"{name}.mar"
     stamp = out_dir / BUILD_STAMP
-    fp = fingerprint(spec, cfg, version)
+    fp = fingerprint(spec, cfg, version, name)
     if not force and target.exists() and stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fp:
         return target, False
     train(spec, out_dir, cfg, progress=progress)
     gates = export_and_gate(spec, out_dir)
     card = model_card(spec, out_dir, version, gates)
     write_json(out_dir / "model_card.json", card)
-    path = archive.build_archive(spec, out_dir / f"{spec.name}.pt", card, store, version)
+    path = archive.build_archive(spec, out_dir / f"{spec.name}.pt", card, store, version, archive_name=name)
     write_json(stamp, {"fingerprint": fp, "archive": str(path)})
     return path, True

@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from training.gates import GateFailed
@@ -60,7 +61,10 @@ def cmd_archive(args: argparse.Namespace) -> None:
 def cmd_build(args: argparse.Namespace) -> list[str]:
     rebuilt = []
     for spec in _specs(args.model):
-        path, fresh = build.build(spec, version=args.version, force=args.force)
+        config = replace(spec.train, seed=args.seed) if args.seed is not None else None
+        path, fresh = build.build(
+            spec, config=config, version=args.version, force=args.force, archive_name=args.archive_name
+        )
         print(f"{spec.name}: {'built' if fresh else 'up to date'} {path.relative_to(ROOT)}")
         if fresh:
             rebuilt.append(spec.name)
@@ -68,7 +72,9 @@ def cmd_build(args: argparse.Namespace) -> list[str]:
 
 
 def _archives() -> list[str]:
-    return sorted(f"{p.stem}={p.name}" for p in MODEL_STORE.glob("*.mar"))
+    """Every archive in the store, by file name: TorchServe names each model from its
+    manifest, so digits.mar (1.0) and digits-v2.mar (2.0) serve as two versions of digits."""
+    return sorted(p.name for p in MODEL_STORE.glob("*.mar"))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -101,9 +107,34 @@ def _print_server(server: serve.Server) -> None:
     print(f"  logs:       {server.run_dir / 'logs'}")
 
 
+def _client(args: argparse.Namespace) -> client.Client:
+    keys = {
+        k: v
+        for k, v in (("inference", args.inference_key), ("management", args.management_key), ("API", args.api_key))
+        if v
+    }
+    return client.Client(serve.server_for(RUN_DIR), keys)
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
-    server = serve.server_for(RUN_DIR)
-    print(client.pretty(client.predict_file(server, args.model, Path(args.input), args.version)))
+    print(client.pretty(_client(args).predict_file(args.model, Path(args.input), args.version)))
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    c = _client(args)
+    if args.action == "register":
+        answer = c.register(args.archive, args.batch_size, args.max_batch_delay, args.workers, not args.no_wait)
+    elif args.action == "list":
+        answer = c.list()
+    elif args.action == "describe":
+        answer = c.describe(args.name, args.version, customized=args.card)
+    elif args.action == "scale":
+        answer = c.scale(args.name, args.workers, args.max_workers, args.version)
+    elif args.action == "default":
+        answer = c.set_default(args.name, args.version)
+    else:
+        answer = c.unregister(args.name, args.version)
+    print(client.pretty(answer))
 
 
 def curl_command(server: serve.Server, model: str, path: Path) -> str:
@@ -129,7 +160,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         server = serve.start(_archives())
     _print_server(server)
     for model, path in DEMO_INPUTS.items():
-        answer = client.predict_file(server, model, path)
+        answer = client.Client(server).predict_file(model, path)
         print(f"\n{model} <- {path.relative_to(ROOT)}\n{client.pretty(answer)}")
         print(f"again: {curl_command(server, model, path)}")
     print("\nTorchServe keeps running; `make stop` ends it.")
@@ -160,6 +191,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--version", default="1.0", help="archive version (default 1.0)")
         if verb == "build":
             s.add_argument("--force", action="store_true", help="rebuild even if up to date")
+            s.add_argument("--seed", type=int, help="training seed (default: the spec's, 42)")
+            s.add_argument("--archive-name", help="archive file name, e.g. digits-v2 for a second version")
         s.set_defaults(func=func)
 
     s = sub.add_parser("serve", help="start, stop or inspect TorchServe")
@@ -173,11 +206,41 @@ def parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("predict", help="send one file to a served model")
+    keys = argparse.ArgumentParser(add_help=False)
+    keys.add_argument("--inference-key", help="default: read from TorchServe's key_file.json")
+    keys.add_argument("--management-key", help="default: read from TorchServe's key_file.json")
+    keys.add_argument("--api-key", help="renews expired keys (default: from key_file.json)")
+
+    s = sub.add_parser("predict", help="send one file to a served model", parents=[keys])
     s.add_argument("--model", choices=list(SPECS), required=True)
     s.add_argument("--version", help="a specific model version")
     s.add_argument("input", help="a PNG/JPEG image (digits) or a JSON file")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("models", help="the model lifecycle over the management API")
+    acts = s.add_subparsers(dest="action", required=True)
+    a = acts.add_parser("register", parents=[keys], help="register an archive from the model store")
+    a.add_argument("archive", help="file name in model_store/, e.g. digits.mar")
+    a.add_argument("--batch-size", type=int, help="default: the archive's model-config.yaml")
+    a.add_argument("--max-batch-delay", type=int, help="milliseconds; default: model-config.yaml")
+    a.add_argument("--workers", type=int, default=1, help="initial workers (default 1)")
+    a.add_argument("--no-wait", action="store_true", help="return before the workers are up")
+    acts.add_parser("list", parents=[keys], help="registered models")
+    for verb, helptext in (
+        ("describe", "status, workers and, with --card, the model card"),
+        ("scale", "set the number of workers"),
+        ("default", "make VERSION the default version"),
+        ("unregister", "remove a model (or one VERSION of it)"),
+    ):
+        a = acts.add_parser(verb, parents=[keys], help=helptext)
+        a.add_argument("name")
+        a.add_argument("version", nargs="?" if verb != "default" else None)
+        if verb == "describe":
+            a.add_argument("--card", action="store_true", help="include the handler's model card")
+        if verb == "scale":
+            a.add_argument("--workers", type=int, required=True)
+            a.add_argument("--max-workers", type=int)
+    s.set_defaults(func=cmd_models)
 
     s = sub.add_parser("demo", help="build everything, serve it and send one request per model")
     s.add_argument("--version", default="1.0")

@@ -1,4 +1,10 @@
-"""HTTP client for a running TorchServe: token-authorised inference calls."""
+"""Python client for a running TorchServe: inference and the model lifecycle, token-aware.
+
+Keys come from TorchServe's key_file.json by default (re-read on every call, so a rotation is
+seen at once) or are given explicitly. TorchServe's keys expire after token_expiration_min;
+on InvalidKeyException the client renews the key through the token API with the API key
+and retries once. Server errors surface as ServerError(status, message), never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -10,33 +16,114 @@ import requests
 
 from tsforge.serve import Server
 
+CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".json": "application/json"}
+
 
 class ServerError(RuntimeError):
     """The server answered with an error status: shown as its status and message."""
 
     def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body.strip()[:500]}")
-        self.status = status
-        self.body = body
+        try:
+            doc = json.loads(body)
+            message = doc.get("message") or doc.get("detail") or body
+            kind = doc.get("type") or doc.get("error") or ""
+        except (ValueError, AttributeError):
+            message, kind = body, ""
+        super().__init__(f"HTTP {status}{f' {kind}' if kind else ''}: {str(message).strip()[:500]}")
+        self.status, self.kind, self.body = status, kind, body
 
 
-def predict(
-    server: Server, model: str, body: bytes, content_type: str, version: str | None = None, timeout: float = 30
-) -> Any:
-    url = f"{server.inference_url}/predictions/{model}" + (f"/{version}" if version else "")
-    headers = {**server.headers("inference"), "Content-Type": content_type}
-    r = requests.post(url, data=body, headers=headers, timeout=timeout)
-    if not r.ok:
-        raise ServerError(r.status_code, r.text)
-    return r.json()
+class Client:
+    def __init__(self, server: Server, keys: dict[str, str] | None = None, timeout: float = 60) -> None:
+        self.server = server
+        self.explicit_keys = dict(keys or {})
+        self.timeout = timeout
 
+    def key(self, kind: str) -> str:
+        if kind in self.explicit_keys:
+            return self.explicit_keys[kind]
+        return self.server.keys()[kind]
 
-def predict_file(server: Server, model: str, path: Path, version: str | None = None) -> Any:
-    """Send a file as the request body, its content type taken from the extension."""
-    content_type = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".json": "application/json"}.get(
-        path.suffix.lower(), "application/octet-stream"
-    )
-    return predict(server, model, path.read_bytes(), content_type, version)
+    def _call(self, api: str, method: str, path: str, headers: dict | None = None, **kwargs: Any) -> requests.Response:
+        base = self.server.inference_url if api == "inference" else self.server.management_url
+        for attempt in (1, 2):
+            auth = {**(headers or {}), "Authorization": f"Bearer {self.key(api)}"}
+            r = requests.request(method, f"{base}{path}", headers=auth, timeout=self.timeout, **kwargs)
+            if not (attempt == 1 and r.status_code == 400 and "InvalidKeyException" in r.text and self._renew(api)):
+                break
+        if not r.ok:
+            raise ServerError(r.status_code, r.text)
+        return r
+
+    def _renew(self, kind: str) -> bool:
+        """Ask TorchServe for a fresh `kind` key with the API key; False if that cannot work.
+
+        TorchServe answers the token API with an empty body and writes the new key only to
+        key_file.json, so renewal needs that file.
+        """
+        if not self.server.key_file.exists():
+            return False
+        r = requests.get(
+            f"{self.server.management_url}/token",
+            params={"type": kind},
+            headers={"Authorization": f"Bearer {self.key('API')}"},
+            timeout=self.timeout,
+        )
+        if r.ok:
+            self.explicit_keys.pop(kind, None)  # the renewed key is read from the file
+        return r.ok
+
+    # --- inference ----------------------------------------------------------------------
+    def predict(self, model: str, body: bytes, content_type: str, version: str | None = None) -> Any:
+        path = f"/predictions/{model}" + (f"/{version}" if version else "")
+        return self._call("inference", "POST", path, data=body, headers={"Content-Type": content_type}).json()
+
+    def predict_file(self, model: str, path: Path, version: str | None = None) -> Any:
+        content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        return self.predict(model, path.read_bytes(), content_type, version)
+
+    def ping(self) -> dict[str, Any]:
+        return self._call("inference", "GET", "/ping").json()
+
+    # --- management ---------------------------------------------------------------------
+    def register(
+        self,
+        archive: str,
+        batch_size: int | None = None,
+        max_batch_delay_ms: int | None = None,
+        initial_workers: int = 1,
+        synchronous: bool = True,
+    ) -> dict[str, Any]:
+        """Register `archive` (a .mar file name in the model store)."""
+        params: dict[str, Any] = {
+            "url": archive,
+            "initial_workers": initial_workers,
+            "synchronous": str(synchronous).lower(),
+        }
+        if batch_size is not None:
+            params["batch_size"] = batch_size
+        if max_batch_delay_ms is not None:
+            params["max_batch_delay"] = max_batch_delay_ms
+        return self._call("management", "POST", "/models", params=params).json()
+
+    def list(self) -> list[dict[str, Any]]:
+        return self._call("management", "GET", "/models").json()["models"]
+
+    def describe(self, model: str, version: str | None = None, customized: bool = False) -> list[dict[str, Any]]:
+        path = f"/models/{model}" + (f"/{version}" if version else "")
+        return self._call("management", "GET", path, params={"customized": str(customized).lower()}).json()
+
+    def scale(self, model: str, min_workers: int, max_workers: int | None = None, version: str | None = None) -> dict:
+        path = f"/models/{model}" + (f"/{version}" if version else "")
+        params = {"min_worker": min_workers, "max_worker": max_workers or min_workers, "synchronous": "true"}
+        return self._call("management", "PUT", path, params=params).json()
+
+    def set_default(self, model: str, version: str) -> dict[str, Any]:
+        return self._call("management", "PUT", f"/models/{model}/{version}/set-default").json()
+
+    def unregister(self, model: str, version: str | None = None) -> dict[str, Any]:
+        path = f"/models/{model}" + (f"/{version}" if version else "")
+        return self._call("management", "DELETE", path).json()
 
 
 def pretty(answer: Any) -> str:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,7 +137,7 @@ def start(
     (run_dir / PID_FILE).write_text(str(proc.pid))
     server = server_for(run_dir)
     try:
-        wait_ready(server, [m.split("=")[0] for m in models], timeout, proc)
+        wait_ready(server, sorted({model_name(model_store / m.split("=")[-1]) for m in models}), timeout, proc)
     except BaseException:
         stop(run_dir)
         raise
@@ -168,6 +169,12 @@ def wait_ready(server: Server, models: list[str], timeout: float, proc: subproce
     raise ServeError(
         f"TorchServe was not ready after {timeout:.0f}s ({last}); see {server.log_file}:\n{tail(server.log_file)}"
     )
+
+
+def model_name(archive: Path) -> str:
+    """The model name in an archive's manifest (what TorchServe registers it as)."""
+    with zipfile.ZipFile(archive) as z:
+        return json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]["modelName"]
 
 
 def model_ready(server: Server, model: str) -> bool:

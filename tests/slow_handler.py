@@ -1,0 +1,14 @@
+"""A diabetes handler that sleeps `-age` seconds when age is negative: a stand-in for an
+inference that outlives responseTimeout, archived only by the fault tests."""
+
+import time
+
+from handlers.diabetes_handler import DiabetesHandler
+
+
+class SlowDiabetesHandler(DiabetesHandler):
+    def decode(self, payload):
+        decoded = super().decode(payload)
+        if decoded.rows[0, 0] < 0:
+            time.sleep(float(-decoded.rows[0, 0]))
+        return decoded

@@ -1,0 +1,261 @@
+"""The model lifecycle against a real TorchServe: client, versions, security, faults, metrics."""
+
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from tests.conftest import free_port, running_torchserve
+from training.specs import DIABETES, DIGITS
+from tsforge import archive, build, serve
+from tsforge.client import Client, ServerError
+from tsforge.paths import CONFIG, EXAMPLES
+
+pytestmark = pytest.mark.integration
+DIGIT = EXAMPLES / "mnist-7.png"
+
+
+@pytest.fixture(scope="module")
+def store(built, tmp_path_factory):
+    """The built archives, a second digits version (another seed) and a slow test archive."""
+    store = tmp_path_factory.mktemp("lifecycle-store")
+    for name in ("digits", "diabetes"):
+        shutil.copy(built.archive(name), store)
+    v2 = replace(DIGITS, train=replace(DIGITS.train, seed=7))
+    build.build(v2, store=store, artifacts=built.artifacts, version="2.0", archive_name="digits-v2", progress=False)
+    slow = replace(
+        DIABETES,
+        name="slow",
+        handler=str(Path(__file__).with_name("slow_handler.py")),
+        serving=replace(DIABETES.serving, response_timeout_s=2),
+    )
+    card = json.loads((built.artifacts / "diabetes" / "model_card.json").read_text())
+    archive.build_archive(slow, built.artifacts / "diabetes" / "diabetes.pt", card, store)
+    return store
+
+
+@pytest.fixture(scope="module")
+def server(store, tmp_path_factory):
+    with running_torchserve(store, tmp_path_factory.mktemp("lifecycle")) as srv:
+        yield srv
+
+
+def ensure_registered(c: Client, model: str, archive_name: str) -> None:
+    """Tests may run alone (pytest -k): register what they need if an earlier test did not."""
+    if model not in {m["modelName"] for m in c.list()}:
+        c.register(archive_name)
+
+
+class Traffic:
+    """Light concurrent load on one URL in background threads; counts answers by status."""
+
+    def __init__(self, client: Client, model: str, threads: int = 2) -> None:
+        self.client, self.model = client, model
+        self.ok, self.failed, self.errors = 0, 0, []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.client.predict_file(self.model, DIGIT)
+                self.ok += 1
+            except (ServerError, requests.RequestException) as e:
+                self.failed += 1
+                self.errors.append(str(e)[:200])
+            time.sleep(0.02)
+
+    def __enter__(self) -> "Traffic":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=60)
+
+
+def test_register_list_describe_scale_and_predict(server):
+    c = Client(server)
+    assert (
+        'Model "diabetes" Version: 1.0 registered'
+        in c.register("diabetes.mar", batch_size=4, max_batch_delay_ms=10)["status"]
+    )
+    assert {m["modelName"] for m in c.list()} >= {"diabetes"}
+    (desc,) = c.describe("diabetes")
+    assert (desc["batchSize"], desc["maxBatchDelay"], len(desc["workers"])) == (4, 10, 1)
+    c.scale("diabetes", 2)
+    assert len(c.describe("diabetes")[0]["workers"]) == 2
+    assert "prediction" in c.predict_file("diabetes", EXAMPLES / "diabetes.json")
+    with pytest.raises(ServerError, match="HTTP 404 ModelNotFoundException"):
+        c.describe("no-such-model")
+
+
+def test_rollout_to_a_second_version_under_traffic_fails_no_request(server):
+    c = Client(server)
+    c.register("digits.mar", initial_workers=1)
+    v1 = c.predict_file("digits", DIGIT)
+    with Traffic(c, "digits") as traffic:
+        time.sleep(1)
+        c.register("digits-v2.mar", initial_workers=1)
+        v2 = c.predict_file("digits", DIGIT, version="2.0")
+        c.set_default("digits", "2.0")
+        time.sleep(1)
+        c.unregister("digits", "1.0")
+        time.sleep(1)
+    print(f"\nrollout under traffic: {traffic.ok} requests answered, {traffic.failed} failed")
+    assert traffic.failed == 0, traffic.errors[:3]
+    assert traffic.ok > 20
+    assert [m["modelVersion"] for m in c.describe("digits")] == ["2.0"]
+    assert c.predict_file("digits", DIGIT) == v2 != v1
+
+
+def test_requests_without_the_right_key_run_nothing(server):
+    c = Client(server)
+    ensure_registered(c, "diabetes", "diabetes.mar")
+    before = requests.get(f"{server.metrics_url}/metrics", timeout=10).text.count('ModelName="diabetes"')
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        r = requests.post(f"{server.inference_url}/predictions/diabetes", data=b"{}", headers=headers, timeout=10)
+        assert (r.status_code, r.json()["type"]) == (400, "InvalidKeyException")
+        r = requests.post(f"{server.management_url}/models", params={"url": "slow.mar"}, headers=headers, timeout=10)
+        assert (r.status_code, r.json()["type"]) == (400, "InvalidKeyException")
+    assert "slow" not in {m["modelName"] for m in c.list()}
+    after = requests.get(f"{server.metrics_url}/metrics", timeout=10).text.count('ModelName="diabetes"')
+    assert after == before  # no handler metric moved: nothing ran
+
+
+def test_every_listener_binds_loopback_only(server):
+    pid = int((server.run_dir / serve.PID_FILE).read_text())
+    listening = [
+        conn.laddr
+        for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        for conn in proc.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN
+    ]
+    assert len(listening) >= 5  # inference, management, metrics, 2 x gRPC
+    # Java reports IPv4 listeners as IPv4-mapped IPv6 (::ffff:127.0.0.1).
+    ips = {ipaddress.ip_address(addr.ip) for addr in listening}
+    assert {getattr(ip, "ipv4_mapped", None) or ip for ip in ips} == {ipaddress.ip_address("127.0.0.1")}
+
+
+@pytest.mark.parametrize("url", ["https://example.com/evil.mar", "http://127.0.0.1:1/x.mar", "file:///etc/passwd.mar"])
+def test_registering_from_outside_the_model_store_is_refused(server, url):
+    with pytest.raises(ServerError, match="does not match any allowed URL"):
+        Client(server).register(url)
+
+
+def test_killing_every_worker_under_traffic_recovers(server):
+    c = Client(server)
+    ensure_registered(c, "digits", "digits.mar")
+    c.scale("digits", 2)
+    pids = [w["pid"] for w in c.describe("digits")[0]["workers"]]
+    with Traffic(c, "digits") as traffic:
+        time.sleep(1)
+        killed_at = time.monotonic()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        failed_before = traffic.failed
+        while True:
+            workers = c.describe("digits")[0]["workers"]
+            if len(workers) == 2 and all(w["status"] == "READY" and w["pid"] not in pids for w in workers):
+                break
+            assert time.monotonic() - killed_at < 90, workers
+            time.sleep(0.2)
+        recovered_in = time.monotonic() - killed_at
+        answered_after = traffic.ok
+        time.sleep(1)
+    print(
+        f"\nSIGKILL of {len(pids)} workers: {traffic.failed} of {traffic.ok + traffic.failed} requests failed, "
+        f"workers READY again after {recovered_in:.1f} s"
+    )
+    assert traffic.ok > answered_after  # answering again after recovery
+    assert traffic.failed >= failed_before
+    assert c.predict_file("digits", DIGIT)["label"] == 7
+
+
+def test_a_request_past_response_timeout_does_not_wedge_the_model(server):
+    c = Client(server)
+    c.register("slow.mar")
+    features = json.loads((EXAMPLES / "diabetes.json").read_text())["features"]
+    slow = json.dumps({"features": [-6.0, *features[1:]]}).encode()
+    with pytest.raises(ServerError) as e:
+        c.predict("slow", slow, "application/json")
+    assert e.value.status >= 500
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            assert "prediction" in c.predict("slow", json.dumps({"features": features}).encode(), "application/json")
+            break
+        except ServerError:
+            assert time.monotonic() < deadline, "the model never answered again"
+            time.sleep(1)
+
+
+def test_a_corrupt_or_truncated_archive_fails_clearly_and_others_keep_serving(server, store):
+    c = Client(server)
+    ensure_registered(c, "diabetes", "diabetes.mar")
+    data = (store / "diabetes.mar").read_bytes()
+    (store / "truncated.mar").write_bytes(data[: len(data) // 2])
+    (store / "garbage.mar").write_bytes(b"this is not a zip file")
+    for name in ("truncated.mar", "garbage.mar"):
+        with pytest.raises(ServerError) as e:
+            c.register(name)
+        assert 400 <= e.value.status < 600 and e.value.kind
+    assert "prediction" in c.predict_file("diabetes", EXAMPLES / "diabetes.json")
+
+
+def test_prometheus_counters_move_with_traffic(server):
+    c = Client(server)
+    ensure_registered(c, "diabetes", "diabetes.mar")
+
+    def count() -> float:
+        text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("ts_inference_requests_total{") and 'model_name="diabetes"' in line
+        )
+
+    before = count()
+    for _ in range(5):
+        c.predict_file("diabetes", EXAMPLES / "diabetes.json")
+    assert count() >= before + 5
+    text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
+    for name in (
+        "ts_inference_latency_microseconds",
+        "ts_queue_latency_microseconds",
+        "HandlerBatches",
+        "HandlerInferenceMs",
+    ):
+        assert name in text
+
+
+def test_an_expired_key_is_renewed_and_the_call_retried_once(built, tmp_path):
+    base = tmp_path / "short-keys.properties"
+    base.write_text(CONFIG.read_text().replace("token_expiration_min=60", "token_expiration_min=1"))
+    ports = {key: free_port() for key in serve.PORT_KEYS}
+    run = tmp_path / "run"
+    try:
+        srv = serve.start([], run_dir=run, model_store=built.store, base_config=base, ports=ports)
+        c = Client(srv)
+        old = srv.keys()["inference"]
+        assert c.ping()["status"] == "Healthy"
+        time.sleep(62)  # token_expiration_min=1
+        r = requests.get(f"{srv.inference_url}/ping", headers={"Authorization": f"Bearer {old}"}, timeout=10)
+        assert (r.status_code, r.json()["type"]) == (400, "InvalidKeyException")
+        assert c.ping()["status"] == "Healthy"  # renewed through the token API, retried once
+        assert srv.keys()["inference"] != old
+        with pytest.raises(ServerError, match="InvalidKeyException"):
+            Client(srv, keys={"management": "wrong", "API": "also-wrong"}).list()
+    finally:
+        serve.stop(run)
