@@ -129,6 +129,9 @@ def start(
     env = {
         **os.environ,
         "TMPDIR": str(run_dir / "tmp"),
+        # TorchServe passes TEMP to Java as java.io.tmpdir, where the worker sockets live
+        # (.ts.sock.9000, ...): per instance, or two instances fight over the same paths.
+        "TEMP": str(run_dir / "tmp"),
         "LOG_LOCATION": str(run_dir / "logs"),
         "METRICS_LOCATION": str(run_dir / "logs"),
     }
