@@ -1,7 +1,7 @@
 # Every target calls the `tsforge` CLI; the logic lives there (and setup in scripts/bootstrap.sh).
 BIN := .venv/bin
 
-.PHONY: setup demo test serve stop status lint docker-check clean
+.PHONY: setup demo test bench serve stop status lint docker-check clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -12,6 +12,9 @@ demo: setup  ## train, export, gate, archive, serve, and send one request per mo
 test: setup  ## unit tests and integration tests against a real TorchServe
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+bench: setup  ## benchmark report in bench/results/<date>/ (QUICK=1: seconds per point)
+	$(BIN)/tsforge bench $(if $(QUICK),--quick)
 
 serve: setup  ## start TorchServe in the background on the archives in model_store/
 	$(BIN)/tsforge serve start

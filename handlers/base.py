@@ -44,7 +44,8 @@ class BatchHandler:
         self.limits = Limits.from_mapping(self.settings)
         # PyTorch's default (one thread per core, per worker) oversubscribes small machines.
         self.threads = int(self.settings.get("threads", DEFAULT_THREADS))
-        torch.set_num_threads(self.threads)
+        if self.threads > 0:  # 0 leaves PyTorch's default (the benchmark's "defaults" baseline)
+            torch.set_num_threads(self.threads)
         self.device = select_device(props.get("gpu_id"), torch.cuda.is_available())
         serialized = context.manifest["model"]["serializedFile"]
         self.model = torch.jit.load(os.path.join(self.model_dir, serialized), map_location=self.device)

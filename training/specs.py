@@ -127,8 +127,10 @@ DIGITS = ModelSpec(
     metrics=_digits_metrics,
     gate_metric="accuracy",
     gate_threshold=0.97,
-    # Two single-threaded workers beat one two-threaded worker on 2 cores (README, "Worker threads").
-    serving=ServingConfig(batch_size=8, max_batch_delay_ms=5, workers=2, threads_per_worker=1),
+    # Chosen with `make bench` (README, "Benchmark"): two single-threaded workers beat one
+    # two-threaded worker on 2 cores, and a 1 ms batch delay keeps concurrency-1 latency down
+    # while load still fills batches (0 ms is worse: TorchServe then answers in ~110 ms).
+    serving=ServingConfig(batch_size=8, max_batch_delay_ms=1, workers=2, threads_per_worker=1),
     handler="digits_handler.py",
     augment=_random_affine,
     extra={"labels": [str(i) for i in range(10)]},
@@ -156,7 +158,7 @@ DIABETES = ModelSpec(
     metrics=_diabetes_metrics,
     gate_metric="r2",
     gate_threshold=0.40,
-    serving=ServingConfig(batch_size=8, max_batch_delay_ms=5, workers=1, threads_per_worker=1),
+    serving=ServingConfig(batch_size=8, max_batch_delay_ms=1, workers=1, threads_per_worker=1),
     handler="diabetes_handler.py",
     prepare=lambda model, train: model.fit_scaling(train.x, train.y),
     schema={

@@ -24,13 +24,14 @@ from tsforge.paths import ARTIFACTS, MODEL_STORE, ROOT
 
 GATES = "gates.json"
 BUILD_STAMP = "build.json"
-# Source trees whose change makes a built archive stale.
-SOURCES = ("models", "training", "handlers", "tsforge/archive.py", "tsforge/build.py")
+# What each half of the road depends on: a handler edit re-archives without retraining.
+TRAIN_SOURCES = ("models", "training")
+ARCHIVE_SOURCES = ("handlers", "tsforge/archive.py", "tsforge/build.py")
 
 
-def fingerprint(spec: ModelSpec, config: TrainConfig, version: str, archive_name: str) -> str:
-    h = hashlib.sha256(json.dumps([spec.name, archive_name, asdict(config), version, asdict(spec.serving)]).encode())
-    for src in SOURCES:
+def fingerprint(sources: tuple[str, ...], *settings: object) -> str:
+    h = hashlib.sha256(json.dumps(settings, default=str).encode())
+    for src in sources:
         path = ROOT / src
         for f in sorted(path.rglob("*.py") if path.is_dir() else [path]):
             h.update(f.relative_to(ROOT).as_posix().encode() + f.read_bytes())
@@ -87,14 +88,21 @@ def build(
     name = archive_name or spec.name
     out_dir = artifacts / name
     target = store / f"{name}.mar"
-    stamp = out_dir / BUILD_STAMP
-    fp = fingerprint(spec, cfg, version, name)
-    if not force and target.exists() and stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fp:
+    stamp_path = out_dir / BUILD_STAMP
+    stamp = json.loads(stamp_path.read_text()) if stamp_path.exists() and not force else {}
+    trained = fingerprint(TRAIN_SOURCES, spec.name, asdict(cfg))
+    archived = fingerprint(ARCHIVE_SOURCES, trained, name, version, asdict(spec.serving), spec.schema)
+    if target.exists() and stamp.get("archived") == archived:
         return target, False
-    train(spec, out_dir, cfg, progress=progress)
-    gates = export_and_gate(spec, out_dir)
+    if stamp.get("trained") != trained:
+        stamp_path.unlink(missing_ok=True)  # the checkpoint on disk is about to change
+        train(spec, out_dir, cfg, progress=progress)
+        gates = export_and_gate(spec, out_dir)
+        write_json(stamp_path, {"trained": trained})
+    else:  # same model as last time: its export passed the gates then
+        gates = [GateResult(**g) for g in json.loads((out_dir / GATES).read_text())]
     card = model_card(spec, out_dir, version, gates)
     write_json(out_dir / "model_card.json", card)
     path = archive.build_archive(spec, out_dir / f"{spec.name}.pt", card, store, version, archive_name=name)
-    write_json(stamp, {"fingerprint": fp, "archive": str(path)})
+    write_json(stamp_path, {"trained": trained, "archived": archived, "archive": str(path)})
     return path, True

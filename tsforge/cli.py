@@ -166,6 +166,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print("\nTorchServe keeps running; `make stop` ends it.")
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from tsforge import bench
+
+    bench.run(quick=args.quick)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tsforge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -241,6 +247,10 @@ def parser() -> argparse.ArgumentParser:
             a.add_argument("--workers", type=int, required=True)
             a.add_argument("--max-workers", type=int)
     s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("bench", help="in-process limit vs served vs TorchServe defaults (writes bench/results/)")
+    s.add_argument("--quick", action="store_true", help="about 1 s per point and no tuning sweep (smoke test)")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo", help="build everything, serve it and send one request per model")
     s.add_argument("--version", default="1.0")

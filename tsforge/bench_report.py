@@ -1,0 +1,159 @@
+"""The benchmark's report: tables, the three target ratios, plots with a reading of each."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from dataclasses import asdict
+from importlib.metadata import version
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from training.specs import SPECS  # noqa: E402
+from tsforge.bench import TORCHSERVE_DEFAULTS, Point  # noqa: E402
+
+
+def _pick(points: list[Point], **where) -> list[Point]:
+    return [p for p in points if all(getattr(p, k) == v for k, v in where.items())]
+
+
+def _one(points: list[Point], **where) -> Point:
+    (p,) = _pick(points, **where)
+    return p
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+    return (
+        f"{cpu}, {os.cpu_count()} cores; {platform.platform()}; Python {platform.python_version()}; "
+        f"torch {version('torch')}, torchserve {version('torchserve')}; {java}; load from hey (Debian), loopback"
+    )
+
+
+def targets(points: list[Point]) -> list[str]:
+    """The three ratios of the issue for digits, each marked met or missed with its figures."""
+    batch = SPECS["digits"].serving.batch_size
+    limit = _one(points, stage="in-process", model="digits", setting=f"batch {batch}")
+    limit1 = _one(points, stage="in-process", model="digits", setting="batch 1")
+    shipped32 = _one(points, stage="shipped", model="digits", concurrency=32)
+    default32 = _one(points, stage="defaults", model="digits", concurrency=32)
+    shipped1 = _one(points, stage="shipped", model="digits", concurrency=1)
+    r1 = shipped32.throughput / limit.throughput
+    r2 = shipped32.throughput / default32.throughput
+    gap = shipped1.p50_ms - limit1.p50_ms
+
+    def verdict(ok: bool) -> str:
+        return "**met**" if ok else "**missed**"
+
+    profile = [
+        "",
+        "Where the time of one request goes at concurrency 1 (digits, shipped; means from TorchServe's counters):",
+        f"hey measures p50 {shipped1.p50_ms:.2f} ms; TorchServe's frontend accounts for {shipped1.torchserve_ms:.2f} ms "
+        f"of it, of which {shipped1.queue_ms:.2f} ms waiting in its queue (the batch delay of "
+        f"{SPECS['digits'].serving.max_batch_delay_ms} ms waits for a batch that never fills at concurrency 1) and "
+        f"{shipped1.torchserve_ms - shipped1.queue_ms:.2f} ms in the worker round trip, against {limit1.p50_ms:.2f} ms "
+        f"for the handler's own work in process; the remaining {shipped1.p50_ms - shipped1.torchserve_ms:.2f} ms is "
+        "HTTP parsing, Netty and the client on the same 2 cores.",
+    ]
+    return [
+        f"- served throughput at concurrency 32 / in-process at batch {batch}: {shipped32.throughput:.0f} / "
+        f"{limit.throughput:.0f} = **{r1:.2f}** (target ≥ 0.50): {verdict(r1 >= 0.5)}",
+        f"- served at concurrency 32 / TorchServe defaults at concurrency 32: {shipped32.throughput:.0f} / "
+        f"{default32.throughput:.0f} = **{r2:.2f}×** (target ≥ 5×): {verdict(r2 >= 5)}",
+        f"- p50 at concurrency 1 − in-process batch-1 latency: {shipped1.p50_ms:.2f} − {limit1.p50_ms:.2f} = "
+        f"**{gap:.2f} ms** (target ≤ 2 ms): {verdict(gap <= 2)}",
+        *profile,
+    ]
+
+
+def table(points: list[Point]) -> list[str]:
+    rows = [
+        "| stage | setting | concurrency | samples/s | p50 ms | p90 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        rows.append(
+            f"| {p.stage} | {p.setting} | {p.concurrency} | {p.throughput:.0f} | {p.p50_ms:.2f} | {p.p90_ms:.2f} | "
+            f"{p.p99_ms:.2f} | {p.errors} | {p.queue_ms:.2f} | {p.torchserve_ms:.2f} |"
+        )
+    return rows
+
+
+def plots(points: list[Point], out: Path) -> None:
+    fig, axes = plt.subplots(1, len(SPECS), figsize=(6 * len(SPECS), 4))
+    for ax, model in zip(axes, SPECS, strict=True):
+        for stage, style in (("shipped", "o-"), ("defaults", "s--")):
+            series = _pick(points, stage=stage, model=model)
+            ax.plot([p.concurrency for p in series], [p.throughput for p in series], style, label=stage)
+        limit = _one(points, stage="in-process", model=model, setting=f"batch {SPECS[model].serving.batch_size}")
+        ax.axhline(limit.throughput, color="gray", linestyle=":", label=f"in process, {limit.setting}")
+        ax.set(title=model, xlabel="concurrency", ylabel="samples / s", xscale="log")
+        ax.set_xticks([1, 8, 32, 64], ["1", "8", "32", "64"])
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=100)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(SPECS), figsize=(6 * len(SPECS), 4))
+    for ax, model in zip(axes, SPECS, strict=True):
+        for stage, color in (("shipped", "tab:blue"), ("defaults", "tab:orange")):
+            series = _pick(points, stage=stage, model=model)
+            c = [p.concurrency for p in series]
+            for q, style in (("p50_ms", "-"), ("p90_ms", "--"), ("p99_ms", ":")):
+                ax.plot(c, [getattr(p, q) for p in series], style, color=color, label=f"{stage} {q[:3]}")
+        ax.set(title=model, xlabel="concurrency", ylabel="latency (ms)", xscale="log", yscale="log")
+        ax.set_xticks([1, 8, 32, 64], ["1", "8", "32", "64"])
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=100)
+    plt.close(fig)
+
+
+def write_report(points: list[Point], out: Path, quick: bool, seconds: float) -> None:
+    plots(points, out)
+    shipped = {name: asdict(spec.serving) for name, spec in SPECS.items()}
+    d = _pick(points, stage="shipped", model="digits")
+    best = max(_pick(points, stage="shipped"), key=lambda p: p.throughput)
+    lines = [
+        f"# Benchmark{' (quick mode: 1 s per point, figures are noisy)' if quick else ''}",
+        "",
+        f"Machine: {machine()}.",
+        f"Each served point: hey for {seconds:g} s at a fixed concurrency after a warm-up; in-process points run",
+        "the handler's own code path (decode, preprocess, scripted forward, postprocess) in a loop.",
+        "",
+        f"Shipped settings: {shipped}. TorchServe defaults: {asdict(TORCHSERVE_DEFAULTS)} (threads 0 = PyTorch's default).",
+        "",
+        "## Targets (digits)",
+        "",
+        *targets(points),
+        "",
+        "## Results",
+        "",
+        *table(_pick(points, stage="in-process") + _pick(points, stage="shipped") + _pick(points, stage="defaults")),
+        "",
+        "## Plots",
+        "",
+        "![throughput](throughput.png)",
+        "",
+        f"Throughput vs concurrency. The shipped configuration rises with concurrency as TorchServe forms larger "
+        f"batches (digits peaks at {max(p.throughput for p in d):.0f} samples/s; the best served point is "
+        f"{best.model} at concurrency {best.concurrency}); the defaults stay flat, one request per forward pass. "
+        "The dotted line is the in-process limit at the serving batch size.",
+        "",
+        "![latency](latency.png)",
+        "",
+        "Latency percentiles vs concurrency (log scales). Past the point where the workers are saturated, latency "
+        "grows linearly with concurrency (queueing); the gap between p50 and p99 shows how even the service is.",
+    ]
+    sweep = _pick(points, stage="sweep")
+    if sweep:
+        at32 = sorted(_pick(sweep, concurrency=32), key=lambda p: -p.throughput)
+        lines += ["", "## Tuning sweep (digits)", "", *table(sweep), "",
+                  f"Best at concurrency 32: {at32[0].setting} ({at32[0].throughput:.0f} samples/s)."]  # fmt: skip
+    (out / "report.md").write_text("\n".join(lines) + "\n")
