@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,16 +39,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     return result
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running_torchserve(store: Path, run_dir: Path, models: list[str] | None = None) -> Iterator[serve.Server]:
     """A real TorchServe on free loopback ports in `run_dir`; always stopped on exit."""
-    ports = {key: free_port() for key in serve.PORT_KEYS}
+    ports = {key: serve.free_port() for key in serve.PORT_KEYS}
     try:
         yield serve.start(models or [], run_dir=run_dir, model_store=store, ports=ports)
     finally:

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import free_port
 from tsforge import serve
 from tsforge.paths import CONFIG
 
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_serve_run_is_healthy_on_all_interfaces_and_stops_on_sigterm(built, tmp_path):
-    ports = {key: free_port() for key in serve.PORT_KEYS}
+    ports = {key: serve.free_port() for key in serve.PORT_KEYS}
     config = serve.render_config(CONFIG, tmp_path / "cfg", built.store, ports)
     env = {
         **os.environ,

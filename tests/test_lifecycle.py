@@ -14,7 +14,7 @@ import psutil
 import pytest
 import requests
 
-from tests.conftest import free_port, running_torchserve
+from tests.conftest import running_torchserve
 from training.specs import DIABETES, DIGITS
 from tsforge import archive, build, serve
 from tsforge.client import Client, ServerError
@@ -243,7 +243,7 @@ def test_prometheus_counters_move_with_traffic(server):
 def test_an_expired_key_is_renewed_and_the_call_retried_once(built, tmp_path):
     base = tmp_path / "short-keys.properties"
     base.write_text(CONFIG.read_text().replace("token_expiration_min=60", "token_expiration_min=1"))
-    ports = {key: free_port() for key in serve.PORT_KEYS}
+    ports = {key: serve.free_port() for key in serve.PORT_KEYS}
     run = tmp_path / "run"
     try:
         srv = serve.start([], run_dir=run, model_store=built.store, base_config=base, ports=ports)

@@ -121,7 +121,7 @@ def served(
     points = []
     with tempfile.TemporaryDirectory() as tmp:
         store = variant_store(Path(tmp), serving)
-        ports = {k: _free_port() for k in serve.PORT_KEYS}
+        ports = {k: serve.free_port() for k in serve.PORT_KEYS}
         server = serve.start([f"{m}.mar" for m in models], run_dir=Path(tmp) / "run", model_store=store, ports=ports)
         try:
             key = server.keys()["inference"]
@@ -163,14 +163,6 @@ def ts_counters(server: serve.Server, model: str) -> dict[str, float]:
         if name in totals and f'model_name="{model}"' in line:
             totals[name] += float(line.rsplit(" ", 1)[1])
     return totals
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_tools() -> None:
