@@ -52,6 +52,11 @@ def export_and_gate(spec: ModelSpec, out_dir: Path) -> list[GateResult]:
     return results
 
 
+def load_gates(out_dir: Path) -> list[GateResult]:
+    """The verdicts `export_and_gate` recorded for the export in `out_dir`."""
+    return [GateResult(**g) for g in json.loads((out_dir / GATES).read_text())]
+
+
 def model_card(spec: ModelSpec, out_dir: Path, version: str, gates: list[GateResult]) -> dict[str, Any]:
     payload = torch.load(out_dir / CHECKPOINT, map_location="cpu", weights_only=True)
     metrics = json.loads((out_dir / METRICS).read_text())
@@ -100,7 +105,7 @@ def build(
         gates = export_and_gate(spec, out_dir)
         write_json(stamp_path, {"trained": trained})
     else:  # same model as last time: its export passed the gates then
-        gates = [GateResult(**g) for g in json.loads((out_dir / GATES).read_text())]
+        gates = load_gates(out_dir)
     card = model_card(spec, out_dir, version, gates)
     write_json(out_dir / "model_card.json", card)
     path = archive.build_archive(spec, out_dir / f"{spec.name}.pt", card, store, version, archive_name=name)

@@ -12,7 +12,6 @@ tsforge demo                         # all of it, then one request per model
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -35,7 +34,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from training.train import train
 
     for spec in _specs(args.model):
-        cfg = spec.train if args.epochs is None else type(spec.train)(**{**vars(spec.train), "epochs": args.epochs})
+        cfg = spec.train if args.epochs is None else replace(spec.train, epochs=args.epochs)
         result = train(spec, build.artifacts_dir(spec), cfg)
         test = result.test_metrics[spec.gate_metric]
         print(
@@ -52,7 +51,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_archive(args: argparse.Namespace) -> None:
     for spec in _specs(args.model):
         out_dir = build.artifacts_dir(spec)
-        gates = [build.GateResult(**g) for g in json.loads((out_dir / build.GATES).read_text())]
+        gates = build.load_gates(out_dir)
         card = build.model_card(spec, out_dir, args.version, gates)
         path = archive.build_archive(spec, out_dir / f"{spec.name}.pt", card, MODEL_STORE, args.version)
         print(f"{spec.name}: wrote {path}")
