@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from handlers import runtime
 from handlers.codec import Decoded, Limits, Payload, RequestError, request_payload
 
 logger = logging.getLogger(__name__)
@@ -42,14 +43,11 @@ class BatchHandler:
         self.model_dir = props["model_dir"]
         self.settings = (context.model_yaml_config or {}).get("handler", {}) or {}
         self.limits = Limits.from_mapping(self.settings)
-        # PyTorch's default (one thread per core, per worker) oversubscribes small machines.
+        # The runtimes' default (one thread per core, per worker) oversubscribes small machines.
         self.threads = int(self.settings.get("threads", DEFAULT_THREADS))
-        if self.threads > 0:  # 0 leaves PyTorch's default (the benchmark's "defaults" baseline)
-            torch.set_num_threads(self.threads)
-        self.device = select_device(props.get("gpu_id"), torch.cuda.is_available())
+        device = select_device(props.get("gpu_id"), torch.cuda.is_available())
         serialized = context.manifest["model"]["serializedFile"]
-        self.model = torch.jit.load(os.path.join(self.model_dir, serialized), map_location=self.device)
-        self.model.eval()
+        self.runtime = runtime.load(os.path.join(self.model_dir, serialized), device, self.threads)
         with open(os.path.join(self.model_dir, MODEL_CARD)) as f:
             self.card = json.load(f)
         self.load_extras()
@@ -66,7 +64,8 @@ class BatchHandler:
 
     def describe(self) -> dict[str, Any]:
         """What `GET /models/<name>?customized=true` shows: the card plus the live limits."""
-        return {**self.card, "limits": vars(self.limits), "threads": self.threads, "device": str(self.device)}
+        live = {"runtime": self.runtime.name, "threads": self.threads, "device": self.runtime.device}
+        return {**self.card, "limits": vars(self.limits), **live}
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[str]:
         if context.get_request_header(0, "describe") == "True":
@@ -85,9 +84,7 @@ class BatchHandler:
         if not accepted:
             return responses
         try:
-            batch = torch.from_numpy(np.concatenate([d.rows for _, d in accepted])).to(self.device)
-            with torch.inference_mode():
-                outputs = self.model(batch).cpu().numpy()
+            outputs = self.runtime(np.concatenate([d.rows for _, d in accepted]))
         except Exception as e:  # the worker must survive a failed forward pass
             logger.exception("inference failed for a batch of %d requests", len(accepted))
             failure = {"error": "inference_failed", "detail": f"{type(e).__name__}: {e}"}

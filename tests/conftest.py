@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from training.export import FORMATS
 from training.specs import SPECS
 from tsforge import build, serve
 
@@ -22,6 +23,10 @@ class Built:
     def archive(self, name: str) -> Path:
         return self.store / f"{name}.mar"
 
+    def exported(self, model: str, runtime: str = "torchscript") -> Path:
+        """The gated file an archive ships (artifacts/<model>/<runtime>/...)."""
+        return build.exported_file(SPECS[model], self.artifacts / model, runtime)
+
     def unpacked(self, name: str, into: Path) -> Path:
         """The archive extracted as TorchServe's worker sees it."""
         with zipfile.ZipFile(self.archive(name)) as z:
@@ -31,11 +36,12 @@ class Built:
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """Both models trained, exported, gated and archived with the shipped settings (~1 min)."""
+    """Both models trained once, then exported, gated and archived in both formats (~1 min)."""
     root = tmp_path_factory.mktemp("build")
     result = Built(store=root / "model_store", artifacts=root / "artifacts")
     for spec in SPECS.values():
-        build.build(spec, store=result.store, artifacts=result.artifacts, progress=False)
+        for runtime in FORMATS:
+            build.build(spec, store=result.store, artifacts=result.artifacts, progress=False, runtime=runtime)
     return result
 
 
@@ -51,11 +57,11 @@ def running_torchserve(store: Path, run_dir: Path, models: list[str] | None = No
 
 @pytest.fixture(scope="session")
 def served(built, tmp_path_factory):
-    """One TorchServe for the integration tests, both archives registered over the API."""
+    """One TorchServe for the integration tests, all four archives registered over the API."""
     import requests
 
     with running_torchserve(built.store, tmp_path_factory.mktemp("ts")) as srv:
-        for name in ("digits", "diabetes"):
+        for name in build.SERVED:
             r = requests.post(
                 f"{srv.management_url}/models",
                 params={"url": f"{name}.mar", "initial_workers": 1, "synchronous": "true"},

@@ -7,32 +7,53 @@ import zipfile
 import pytest
 import yaml
 
+from training.export import FORMATS
 from training.specs import DIABETES
 from tsforge import archive
 
 
-@pytest.mark.parametrize("name, handler", [("digits", "digits_handler.py"), ("diabetes", "diabetes_handler.py")])
-def test_archive_holds_model_handler_package_config_and_card(built, name, handler):
+@pytest.mark.parametrize("model, handler", [("digits", "digits_handler.py"), ("diabetes", "diabetes_handler.py")])
+@pytest.mark.parametrize("runtime", ["torchscript", "onnx"])
+def test_archive_holds_model_handler_package_config_and_card(built, model, handler, runtime):
+    fmt = FORMATS[runtime]
+    name, serialized = fmt.served_name(model), f"{model}{fmt.shipped_suffix}"
     with zipfile.ZipFile(built.archive(name)) as z:
         names = set(z.namelist())
         assert {
-            f"{name}.pt",
+            serialized,
             handler,
             "handlers/base.py",
             "handlers/codec.py",
+            "handlers/runtime.py",
             "model-config.yaml",
             "model_card.json",
         } <= names
-        assert not any(n.endswith(".pyc") or "__pycache__" in n for n in names)
+        assert not any(n.endswith((".pyc", ".pt" if runtime == "onnx" else ".onnx")) for n in names)
+        assert not any("__pycache__" in n for n in names)
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
         config = yaml.safe_load(z.read("model-config.yaml"))
         card = json.loads(z.read("model_card.json"))
-    assert manifest["model"]["serializedFile"] == f"{name}.pt" and manifest["model"]["handler"] == handler
-    assert "modelFile" not in manifest["model"]  # TorchScript only: the worker needs no model code
+    model_entry = manifest["model"]
+    assert (model_entry["modelName"], model_entry["serializedFile"], model_entry["handler"]) == (
+        name,
+        serialized,
+        handler,
+    )
+    assert "modelFile" not in model_entry  # an exported graph only: the worker needs no model code
     assert {"batchSize", "maxBatchDelay", "minWorkers", "maxWorkers", "responseTimeout"} <= set(config)
     assert config["batchSize"] > 1 and config["handler"]["threads"] >= 1
-    assert [g["gate"] for g in card["gates"]] == ["parity", "quality"] and all(g["passed"] for g in card["gates"])
-    assert card["train_config"]["seed"] == 42
+    assert (card["name"], card["runtime"], card["train_config"]["seed"]) == (name, runtime, 42)
+    parity, quality = card["gates"]
+    assert (parity["gate"], quality["gate"]) == ("parity", "quality") and parity["passed"] and quality["passed"]
+    assert parity["threshold"] == fmt.tolerance and parity["value"] <= fmt.tolerance
+
+
+def test_both_formats_come_from_one_training_run(built):
+    for model in ("digits", "diabetes"):
+        cards = [
+            json.loads(zipfile.ZipFile(built.archive(n)).read("model_card.json")) for n in (model, f"{model}-onnx")
+        ]
+        assert cards[0]["metrics"] == cards[1]["metrics"] and cards[0]["best_epoch"] == cards[1]["best_epoch"]
 
 
 def test_digits_archive_ships_its_labels(built):
@@ -51,14 +72,16 @@ def test_a_failed_archiver_run_leaves_no_partial_archive(built, tmp_path, monkey
     monkeypatch.setattr(archive.subprocess, "run", broken)
     store = tmp_path / "store"
     with pytest.raises(RuntimeError, match=r"torch-model-archiver failed for diabetes \(exit 1\):\ndisk full"):
-        archive.build_archive(DIABETES, built.artifacts / "diabetes" / "diabetes.pt", {}, store)
+        archive.build_archive(DIABETES, built.exported("diabetes"), {}, store)
     assert list(store.iterdir()) == []  # neither diabetes.mar nor the temporary folder
 
 
-def test_build_skips_an_archive_that_is_up_to_date(built):
+@pytest.mark.parametrize("runtime", ["torchscript", "onnx"])
+def test_build_skips_an_archive_that_is_up_to_date(built, runtime):
     from tsforge import build
 
-    before = built.archive("diabetes").stat().st_mtime_ns
-    path, rebuilt = build.build(DIABETES, store=built.store, artifacts=built.artifacts, progress=False)
-    assert (path, rebuilt) == (built.archive("diabetes"), False)
-    assert built.archive("diabetes").stat().st_mtime_ns == before
+    target = built.archive(FORMATS[runtime].served_name("diabetes"))
+    before = target.stat().st_mtime_ns
+    path, rebuilt = build.build(DIABETES, store=built.store, artifacts=built.artifacts, progress=False, runtime=runtime)
+    assert (path, rebuilt) == (target, False)
+    assert target.stat().st_mtime_ns == before

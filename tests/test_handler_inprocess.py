@@ -11,10 +11,14 @@ import yaml
 from ts.context import Context, RequestProcessor
 
 from handlers import digits_codec
+from handlers import runtime as runtimes
 from handlers.codec import Payload
 from handlers.diabetes_handler import DiabetesHandler
 from handlers.digits_handler import DigitsHandler
+from training.export import FORMATS
 from tsforge.paths import EXAMPLES
+
+RUNTIMES = list(FORMATS)
 
 
 def load(handler_cls, built, name, tmp_path):
@@ -34,15 +38,17 @@ def run(handler, ctx, batch, headers=None):
     return [json.loads(o) for o in out], statuses
 
 
-def test_digits_batch_answers_each_image_like_the_model_alone(built, tmp_path):
-    handler, ctx = load(DigitsHandler, built, "digits", tmp_path)
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_digits_batch_answers_each_image_like_the_model_alone(built, tmp_path, runtime):
+    handler, ctx = load(DigitsHandler, built, FORMATS[runtime].served_name("digits"), tmp_path)
+    assert handler.runtime.name == runtime
     bodies = [(EXAMPLES / f"mnist-{i}.png").read_bytes() for i in range(10)]
     answers, statuses = run(handler, ctx, [{"body": b} for b in bodies])
     assert statuses == [200] * 10
-    model = torch.jit.load(str(built.artifacts / "digits" / "digits.pt"))
+    model = runtimes.load(str(built.exported("digits", runtime)), torch.device("cpu"), threads=1)
     for body, answer in zip(bodies, answers, strict=True):
         pixels = digits_codec.decode_request(Payload(body), handler.limits).rows
-        logits = model(torch.from_numpy(pixels)).detach().numpy()[0]
+        logits = model(pixels)[0]
         alone = digits_codec.encode_response(logits, handler.labels)
         assert answer["label"] == alone["label"]
         assert answer["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-6)
@@ -50,8 +56,9 @@ def test_digits_batch_answers_each_image_like_the_model_alone(built, tmp_path):
     assert sum(a["label"] == i for i, a in enumerate(answers)) >= 7
 
 
-def test_one_bad_request_gets_its_own_4xx_and_the_rest_of_the_batch_succeeds(built, tmp_path):
-    handler, ctx = load(DiabetesHandler, built, "diabetes", tmp_path)
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_one_bad_request_gets_its_own_4xx_and_the_rest_of_the_batch_succeeds(built, tmp_path, runtime):
+    handler, ctx = load(DiabetesHandler, built, FORMATS[runtime].served_name("diabetes"), tmp_path)
     good = (EXAMPLES / "diabetes.json").read_bytes()
     batch = [{"body": good}, {"body": b'{"features": [1, 2]}'}, {"body": json.loads(good)}, {"body": b""}]
     answers, statuses = run(handler, ctx, batch)
@@ -61,25 +68,27 @@ def test_one_bad_request_gets_its_own_4xx_and_the_rest_of_the_batch_succeeds(bui
     assert answers[0] == answers[2] and np.isfinite(answers[0]["prediction"])
 
 
-def test_a_failing_forward_pass_answers_500_json_and_the_handler_keeps_working(built, tmp_path):
-    handler, ctx = load(DiabetesHandler, built, "diabetes", tmp_path)
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_failing_forward_pass_answers_500_json_and_the_handler_keeps_working(built, tmp_path, runtime):
+    handler, ctx = load(DiabetesHandler, built, FORMATS[runtime].served_name("diabetes"), tmp_path)
     good = {"body": (EXAMPLES / "diabetes.json").read_bytes()}
-    model = handler.model
+    model = handler.runtime
 
     def explode(x):
         raise RuntimeError("simulated kernel failure")
 
-    handler.model = explode
+    handler.runtime = explode
     answers, statuses = run(handler, ctx, [good, good])
     assert statuses == [500, 500] and answers[0]["error"] == "inference_failed"
-    handler.model = model
+    handler.runtime = model
     answers, statuses = run(handler, ctx, [good])
     assert statuses == [200] and "prediction" in answers[0]
 
 
-def test_random_batches_with_bad_requests_interleaved_answer_each_good_one_as_alone(built, tmp_path):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_random_batches_with_bad_requests_interleaved_answer_each_good_one_as_alone(built, tmp_path, runtime):
     """Property-style: whatever the mix and order, a good request's answer is its answer alone."""
-    handler, ctx = load(DigitsHandler, built, "digits", tmp_path)
+    handler, ctx = load(DigitsHandler, built, FORMATS[runtime].served_name("digits"), tmp_path)
     images = [(EXAMPLES / f"mnist-{i}.png").read_bytes() for i in range(10)]
     good = [{"body": b} for b in images] + [
         {"body": json.dumps({"image": base64.b64encode(images[3]).decode()}).encode()},
@@ -102,8 +111,9 @@ def test_random_batches_with_bad_requests_interleaved_answer_each_good_one_as_al
                 assert answer["probabilities"] == pytest.approx(alone[i]["probabilities"], abs=1e-6)
 
 
-def test_rows_and_v2_requests_share_a_batch_with_single_ones(built, tmp_path):
-    handler, ctx = load(DiabetesHandler, built, "diabetes", tmp_path)
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_rows_and_v2_requests_share_a_batch_with_single_ones(built, tmp_path, runtime):
+    handler, ctx = load(DiabetesHandler, built, FORMATS[runtime].served_name("diabetes"), tmp_path)
     doc = json.loads((EXAMPLES / "diabetes.json").read_text())
     single = run(handler, ctx, [{"body": doc}])[0][0]["prediction"]
     v2 = {"inputs": [{"name": "x", "shape": [2, 10], "datatype": "FP64", "data": doc["features"] * 2}]}
@@ -122,9 +132,12 @@ def test_the_content_type_comes_from_torchserve_request_headers(built, tmp_path)
     assert statuses == [415, 200] and answers[0]["error"] == "unsupported_media_type"
 
 
-def test_describe_returns_the_model_card_with_schema_limits_and_gates(built, tmp_path):
-    handler, ctx = load(DigitsHandler, built, "digits", tmp_path)
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_describe_returns_the_model_card_with_schema_limits_and_gates(built, tmp_path, runtime):
+    name = FORMATS[runtime].served_name("digits")
+    handler, ctx = load(DigitsHandler, built, name, tmp_path)
     (card,) = run(handler, ctx, [{"body": b""}], [{"describe": "True"}])[0]
-    assert card["name"] == "digits" and [g["gate"] for g in card["gates"]] == ["parity", "quality"]
+    assert card["name"] == name and [g["gate"] for g in card["gates"]] == ["parity", "quality"]
+    assert card["runtime"] == runtime and card["device"] in ("cpu", "CPUExecutionProvider")
     assert card["limits"]["max_image_pixels"] == 4096 * 4096 and card["threads"] == 1
     assert "accuracy" in card["metrics"]["test"] and "input" in card["schema"]

@@ -38,8 +38,8 @@ def store(built, tmp_path_factory):
         handler=str(Path(__file__).with_name("slow_handler.py")),
         serving=replace(DIABETES.serving, response_timeout_s=2),
     )
-    card = json.loads((built.artifacts / "diabetes" / "model_card.json").read_text())
-    archive.build_archive(slow, built.artifacts / "diabetes" / "diabetes.pt", card, store)
+    card = json.loads((built.artifacts / "diabetes" / "torchscript" / build.MODEL_CARD).read_text())
+    archive.build_archive(slow, built.exported("diabetes"), card, store)
     return store
 
 

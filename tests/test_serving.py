@@ -10,23 +10,23 @@ import torch
 
 from handlers import digits_codec
 from handlers.codec import Limits, Payload
-from tsforge import client
+from tsforge import build, client
 from tsforge.paths import EXAMPLES
 
 pytestmark = pytest.mark.integration
 
 
-def test_both_archives_are_registered_with_a_ready_worker(served):
+def test_all_four_archives_are_registered_with_a_ready_worker(served):
     r = requests.get(f"{served.management_url}/models", headers=served.headers("management"), timeout=10)
-    assert {m["modelName"] for m in r.json()["models"]} == {"digits", "diabetes"}
-    for name in ("digits", "diabetes"):
+    assert {m["modelName"] for m in r.json()["models"]} == {"digits", "digits-onnx", "diabetes", "diabetes-onnx"}
+    for name in build.SERVED:
         desc = requests.get(f"{served.management_url}/models/{name}", headers=served.headers("management"), timeout=10)
         (model,) = desc.json()
         assert model["batchSize"] == 8 and model["workers"][0]["status"] == "READY"
 
 
 def test_digit_predictions_over_http_equal_the_model_in_process(served, built):
-    model = torch.jit.load(str(built.artifacts / "digits" / "digits.pt"))
+    model = torch.jit.load(str(built.exported("digits")))
     labels = [str(i) for i in range(10)]
     for i in range(10):
         path = EXAMPLES / f"mnist-{i}.png"
@@ -40,7 +40,7 @@ def test_digit_predictions_over_http_equal_the_model_in_process(served, built):
 def test_diabetes_prediction_over_http_equals_the_model_in_process(served, built):
     features = json.loads((EXAMPLES / "diabetes.json").read_text())["features"]
     answer = client.Client(served).predict_file("diabetes", EXAMPLES / "diabetes.json")
-    model = torch.jit.load(str(built.artifacts / "diabetes" / "diabetes.pt"))
+    model = torch.jit.load(str(built.exported("diabetes")))
     assert answer["prediction"] == pytest.approx(model(torch.tensor([features])).item(), abs=1e-4)
 
 

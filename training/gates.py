@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from training.data import Split
-
-# Scripting should be exact on CPU; 1e-5 leaves room for kernel-order noise only.
-PARITY_TOLERANCE = 1e-5
 
 
 @dataclass
@@ -35,11 +33,20 @@ class GateFailed(RuntimeError):
 
 @torch.no_grad()
 def parity_gate(
-    eager: nn.Module, exported: nn.Module, data: Split, classifier: bool, tolerance: float = PARITY_TOLERANCE
+    eager: nn.Module,
+    exported: Callable[[torch.Tensor], torch.Tensor],
+    data: Split,
+    classifier: bool,
+    tolerance: float,
 ) -> GateResult:
-    """Exported vs eager outputs on a whole split: max |diff| and, for classifiers, every argmax."""
+    """Exported vs eager outputs on a whole split: max |diff| and, for classifiers, every argmax.
+
+    Each export format sets its own tolerance (training.export.FORMATS)."""
     eager.eval()
     expected, actual = eager(data.x), exported(data.x)
+    if expected.shape != actual.shape:  # broadcasting would otherwise hide it
+        detail = f"exported output shape {tuple(actual.shape)} != eager {tuple(expected.shape)}"
+        return GateResult("parity", False, float("inf"), tolerance, detail)
     max_diff = (expected - actual).abs().max().item()
     mismatched = int((expected.argmax(1) != actual.argmax(1)).sum()) if classifier else 0
     passed = max_diff <= tolerance and mismatched == 0

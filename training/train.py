@@ -64,15 +64,17 @@ def train_one_epoch(
 
 
 @torch.no_grad()
+def score(spec: ModelSpec, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+    """The spec's torchmetrics for a split's outputs (from any runtime) against its targets."""
+    metrics = spec.metrics()
+    metrics.update(outputs, targets)
+    return {name: value.tolist() if value.ndim else value.item() for name, value in metrics.compute().items()}
+
+
 def evaluate(model: nn.Module, spec: ModelSpec, data: Split) -> dict[str, Any]:
     """Loss and the spec's torchmetrics on a whole split, in eval mode."""
     model.eval()
-    metrics = spec.metrics()
-    metrics.update(model(data.x), data.y)
-    out: dict[str, Any] = {"loss": spec.loss(model, data.x, data.y).item()}
-    for name, value in metrics.compute().items():
-        out[name] = value.tolist() if value.ndim else value.item()
-    return out
+    return {"loss": spec.loss(model, data.x, data.y).item(), **score(spec, model(data.x), data.y)}
 
 
 def train(spec: ModelSpec, out_dir: Path, config: TrainConfig | None = None, progress: bool = True) -> TrainResult:

@@ -1,6 +1,7 @@
 """Package an exported model into `model_store/<name>.mar` with torch-model-archiver.
 
-The archive holds the TorchScript file (no model code: the worker needs none), the handler
+The archive holds the exported file, TorchScript or ONNX (no model code: the worker needs
+none, and the handler picks the runtime by the file's suffix), the handler
 entry point, the `handlers/` package it imports, model-config.yaml and the model card.
 It is written to a temporary folder inside the store and renamed, so an interrupted build
 never leaves a half-written `.mar` where TorchServe would load it.
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from handlers.base import MODEL_CARD
 from training.specs import ModelSpec
 from tsforge.paths import HANDLERS
 
@@ -42,7 +44,7 @@ def _stage(spec: ModelSpec, card: dict[str, Any], stage: Path) -> Path:
     """Lay out the archive's extra files; returns the folder to pass as --extra-files."""
     extra = stage / "extra"
     shutil.copytree(HANDLERS, extra / "handlers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (extra / "model_card.json").write_text(json.dumps(card, indent=2))
+    (extra / MODEL_CARD).write_text(json.dumps(card, indent=2))
     if "labels" in spec.extra:
         (extra / "index_to_name.json").write_text(json.dumps(dict(enumerate(spec.extra["labels"]))))
     (stage / MODEL_CONFIG).write_text(yaml.safe_dump(model_config_yaml(spec), sort_keys=False))
@@ -56,13 +58,16 @@ def build_archive(
     store: Path,
     version: str = "1.0",
     archive_name: str | None = None,
+    model_name: str | None = None,
 ) -> Path:
     """Run torch-model-archiver and move the result into `store` atomically.
 
-    The model is always named `spec.name` inside; `archive_name` only names the file, so a
-    second version (digits-v2.mar, version 2.0) registers as another version of `digits`.
+    The model is named `model_name` (default `spec.name`; `digits-onnx` for the ONNX export)
+    inside; `archive_name` only names the file, so a second version (digits-v2.mar, version
+    2.0) registers as another version of `digits`.
     """
-    name = archive_name or spec.name
+    model_name = model_name or spec.name
+    name = archive_name or model_name
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=store, prefix=f".{name}-build-") as tmp:
         tmp_path = Path(tmp)
@@ -70,7 +75,7 @@ def build_archive(
         cmd = [
             str(Path(sys.executable).with_name("torch-model-archiver")),
             "--model-name",
-            spec.name,
+            model_name,
             "--version",
             version,
             "--serialized-file",
@@ -87,8 +92,8 @@ def build_archive(
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(
-                f"torch-model-archiver failed for {spec.name} (exit {proc.returncode}):\n{proc.stderr or proc.stdout}"
+                f"torch-model-archiver failed for {model_name} (exit {proc.returncode}):\n{proc.stderr or proc.stdout}"
             )
         target = store / f"{name}.mar"
-        os.replace(tmp_path / f"{spec.name}.mar", target)
+        os.replace(tmp_path / f"{model_name}.mar", target)
     return target

@@ -1,7 +1,9 @@
 """The build road for one model: train -> export -> gates -> model card -> archive.
 
 Each step is its own function (the CLI has a verb for each); `build` chains them and skips
-the whole road when the archive was built from the same sources and settings.
+the whole road when the archive was built from the same sources and settings. One training
+run serves both export formats (TorchScript and ONNX): each has its own folder, gates and
+archive (digits.mar, digits-onnx.mar).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any
 
 import torch
 
-from training.export import export_torchscript, run_gates
+from handlers.base import MODEL_CARD
+from training.export import FORMATS, export, loaded, run_gates
 from training.gates import GateResult, enforce
-from training.specs import ModelSpec, TrainConfig
+from training.specs import SPECS, ModelSpec, TrainConfig
 from training.train import CHECKPOINT, METRICS, load_checkpoint, train, write_json
 from tsforge import archive
 from tsforge.paths import ARTIFACTS, MODEL_STORE, ROOT
@@ -27,6 +30,8 @@ BUILD_STAMP = "build.json"
 # What each half of the road depends on: a handler edit re-archives without retraining.
 TRAIN_SOURCES = ("models", "training")
 ARCHIVE_SOURCES = ("handlers", "tsforge/archive.py", "tsforge/build.py")
+# Every name a model is served under, one per format: digits, digits-onnx, diabetes, ...
+SERVED = [fmt.served_name(name) for name in SPECS for fmt in FORMATS.values()]
 
 
 def fingerprint(sources: tuple[str, ...], *settings: object) -> str:
@@ -42,27 +47,45 @@ def artifacts_dir(spec: ModelSpec, root: Path = ARTIFACTS) -> Path:
     return root / spec.name
 
 
-def export_and_gate(spec: ModelSpec, out_dir: Path) -> list[GateResult]:
-    """Script the checkpoint, run both gates, record them; raise GateFailed on a failure."""
+def export_dir(out_dir: Path, runtime: str) -> Path:
+    """One folder per export format beside the shared checkpoint: artifacts/digits/onnx/."""
+    return out_dir / runtime
+
+
+def exported_file(spec: ModelSpec, out_dir: Path, runtime: str) -> Path:
+    """The gated file the archive ships (TorchScript, or ONNX Runtime's optimised ONNX)."""
+    return export_dir(out_dir, runtime) / f"{spec.name}{FORMATS[runtime].shipped_suffix}"
+
+
+def export_and_gate(spec: ModelSpec, out_dir: Path, runtime: str = "torchscript") -> tuple[Path, list[GateResult]]:
+    """Export the checkpoint, run both gates on the written file, record them.
+
+    Returns the file to archive; raises GateFailed (after recording the verdicts) on a failure.
+    """
+    fmt = FORMATS[runtime]
     eager, config = load_checkpoint(out_dir / CHECKPOINT, spec)
-    exported = export_torchscript(eager, out_dir / f"{spec.name}.pt")
-    results = run_gates(spec, eager, exported, spec.splits(config.seed))
-    write_json(out_dir / GATES, [r.to_dict() for r in results])
+    splits = spec.splits(config.seed)
+    target = export_dir(out_dir, runtime)
+    (target / GATES).unlink(missing_ok=True)  # never leave an older verdict beside a new export
+    path = export(spec, eager, target, fmt, splits)
+    results = run_gates(spec, eager, loaded(path), splits, fmt.tolerance)
+    write_json(target / GATES, [r.to_dict() for r in results])
     enforce(results)
-    return results
+    return path, results
 
 
-def load_gates(out_dir: Path) -> list[GateResult]:
+def load_gates(out_dir: Path, runtime: str) -> list[GateResult]:
     """The verdicts `export_and_gate` recorded for the export in `out_dir`."""
-    return [GateResult(**g) for g in json.loads((out_dir / GATES).read_text())]
+    return [GateResult(**g) for g in json.loads((export_dir(out_dir, runtime) / GATES).read_text())]
 
 
-def model_card(spec: ModelSpec, out_dir: Path, version: str, gates: list[GateResult]) -> dict[str, Any]:
+def model_card(spec: ModelSpec, out_dir: Path, version: str, runtime: str, gates: list[GateResult]) -> dict[str, Any]:
     payload = torch.load(out_dir / CHECKPOINT, map_location="cpu", weights_only=True)
     metrics = json.loads((out_dir / METRICS).read_text())
     return {
-        "name": spec.name,
+        "name": FORMATS[runtime].served_name(spec.name),
         "version": version,
+        "runtime": runtime,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "task": "classification" if spec.classifier else "regression",
         "model_config": payload["model_config"],
@@ -84,30 +107,35 @@ def build(
     force: bool = False,
     progress: bool = True,
     archive_name: str | None = None,
+    runtime: str = "torchscript",
 ) -> tuple[Path, bool]:
-    """Build `store/<archive_name>.mar`; returns (path, rebuilt). No archive if a gate fails.
+    """Build `store/<archive_name><suffix>.mar`; returns (path, rebuilt). No archive if a gate fails.
 
-    `archive_name` (default: the model's name) lets a second version live beside the first.
+    `archive_name` (default: the model's name) lets a second version live beside the first;
+    `runtime` picks the export format, and both formats share one training run.
     """
     cfg = config or spec.train
-    name = archive_name or spec.name
-    out_dir = artifacts / name
-    target = store / f"{name}.mar"
+    fmt = FORMATS[runtime]
+    base = archive_name or spec.name
+    out_dir = artifacts / base
+    target = store / f"{fmt.served_name(base)}.mar"
     stamp_path = out_dir / BUILD_STAMP
     stamp = json.loads(stamp_path.read_text()) if stamp_path.exists() and not force else {}
     trained = fingerprint(TRAIN_SOURCES, spec.name, asdict(cfg))
-    archived = fingerprint(ARCHIVE_SOURCES, trained, name, version, asdict(spec.serving), spec.schema)
-    if target.exists() and stamp.get("archived") == archived:
+    archived = fingerprint(ARCHIVE_SOURCES, trained, base, version, runtime, asdict(spec.serving), spec.schema)
+    if target.exists() and stamp.get("archives", {}).get(runtime) == archived:
         return target, False
     if stamp.get("trained") != trained:
         stamp_path.unlink(missing_ok=True)  # the checkpoint on disk is about to change
         train(spec, out_dir, cfg, progress=progress)
-        gates = export_and_gate(spec, out_dir)
-        write_json(stamp_path, {"trained": trained})
-    else:  # same model as last time: its export passed the gates then
-        gates = load_gates(out_dir)
-    card = model_card(spec, out_dir, version, gates)
-    write_json(out_dir / "model_card.json", card)
-    path = archive.build_archive(spec, out_dir / f"{spec.name}.pt", card, store, version, archive_name=name)
-    write_json(stamp_path, {"trained": trained, "archived": archived, "archive": str(path)})
+        stamp = {"trained": trained}
+        write_json(stamp_path, stamp)
+    serialized, gates = export_and_gate(spec, out_dir, runtime)
+    card = model_card(spec, out_dir, version, runtime, gates)
+    write_json(export_dir(out_dir, runtime) / MODEL_CARD, card)
+    path = archive.build_archive(
+        spec, serialized, card, store, version, archive_name=target.stem, model_name=card["name"]
+    )
+    stamp["archives"] = {**stamp.get("archives", {}), runtime: archived}
+    write_json(stamp_path, stamp)
     return path, True

@@ -1,11 +1,12 @@
 """One command line, one verb per step:
 
 tsforge train    --model digits      # fit, checkpoint, metrics.json, curves.png
-tsforge export   --model digits      # TorchScript + parity and quality gates
-tsforge archive  --model digits      # model_store/digits.mar
+tsforge export   --model digits      # TorchScript and ONNX, each with parity and quality gates
+tsforge archive  --model digits      # model_store/digits.mar and digits-onnx.mar
 tsforge build    --model all         # the three above, skipped when up to date
+                 --runtime onnx      # (export, archive, build) one format only
 tsforge serve start|stop|status|key  # TorchServe on config.properties
-tsforge predict  --model digits examples/mnist-7.png
+tsforge predict  --model digits-onnx examples/mnist-7.png
 tsforge demo                         # all of it, then one request per model
 """
 
@@ -18,6 +19,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from training.export import FORMATS
 from training.gates import GateFailed
 from training.specs import SPECS, get_spec
 from tsforge import archive, build, client, serve
@@ -28,6 +30,10 @@ DEMO_INPUTS = {"digits": EXAMPLES / "mnist-7.png", "diabetes": EXAMPLES / "diabe
 
 def _specs(name: str):
     return list(SPECS.values()) if name == "all" else [get_spec(name)]
+
+
+def _runtimes(name: str) -> list[str]:
+    return list(FORMATS) if name == "all" else [name]
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -44,29 +50,39 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     for spec in _specs(args.model):
-        for gate in build.export_and_gate(spec, build.artifacts_dir(spec)):
-            print(f"{spec.name}: gate {gate.gate} passed: {gate.detail}")
+        for runtime in _runtimes(args.runtime):
+            path, gates = build.export_and_gate(spec, build.artifacts_dir(spec), runtime)
+            for gate in gates:
+                print(f"{spec.name} ({runtime}): gate {gate.gate} passed: {gate.detail}")
+            print(f"{spec.name} ({runtime}): wrote {path.relative_to(ROOT)}")
 
 
 def cmd_archive(args: argparse.Namespace) -> None:
     for spec in _specs(args.model):
-        out_dir = build.artifacts_dir(spec)
-        gates = build.load_gates(out_dir)
-        card = build.model_card(spec, out_dir, args.version, gates)
-        path = archive.build_archive(spec, out_dir / f"{spec.name}.pt", card, MODEL_STORE, args.version)
-        print(f"{spec.name}: wrote {path}")
+        for runtime in _runtimes(args.runtime):
+            out_dir = build.artifacts_dir(spec)
+            card = build.model_card(spec, out_dir, args.version, runtime, build.load_gates(out_dir, runtime))
+            served = build.exported_file(spec, out_dir, runtime)
+            path = archive.build_archive(spec, served, card, MODEL_STORE, args.version, model_name=card["name"])
+            print(f"{card['name']}: wrote {path.relative_to(ROOT)}")
 
 
 def cmd_build(args: argparse.Namespace) -> list[str]:
     rebuilt = []
     for spec in _specs(args.model):
         config = replace(spec.train, seed=args.seed) if args.seed is not None else None
-        path, fresh = build.build(
-            spec, config=config, version=args.version, force=args.force, archive_name=args.archive_name
-        )
-        print(f"{spec.name}: {'built' if fresh else 'up to date'} {path.relative_to(ROOT)}")
-        if fresh:
-            rebuilt.append(spec.name)
+        for runtime in _runtimes(args.runtime):
+            path, fresh = build.build(
+                spec,
+                config=config,
+                version=args.version,
+                force=args.force,
+                archive_name=args.archive_name,
+                runtime=runtime,
+            )
+            print(f"{spec.name} ({runtime}): {'built' if fresh else 'up to date'} {path.relative_to(ROOT)}")
+            if fresh:
+                rebuilt.append(path.stem)
     return rebuilt
 
 
@@ -146,22 +162,23 @@ def curl_command(server: serve.Server, model: str, path: Path) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    args.model, args.force = "all", False
+    args.model, args.runtime, args.force, args.seed, args.archive_name = "all", "all", False, None, None
     rebuilt = cmd_build(args)
     if serve.is_running() and rebuilt:
         print(f"archives changed ({', '.join(rebuilt)}): restarting TorchServe")
         serve.stop()
     if serve.is_running():
         server = serve.server_for(RUN_DIR)
-        serve.wait_ready(server, list(SPECS), timeout=60)
+        serve.wait_ready(server, build.SERVED, timeout=60)
         print("TorchServe already running with up-to-date archives: reusing it")
     else:
         server = serve.start(_archives())
     _print_server(server)
-    for model, path in DEMO_INPUTS.items():
-        answer = client.Client(server).predict_file(model, path)
-        print(f"\n{model} <- {path.relative_to(ROOT)}\n{client.pretty(answer)}")
-        print(f"again: {curl_command(server, model, path)}")
+    for name, path in DEMO_INPUTS.items():
+        for model in (fmt.served_name(name) for fmt in FORMATS.values()):
+            answer = client.Client(server).predict_file(model, path)
+            print(f"\n{model} <- {path.relative_to(ROOT)}\n{client.pretty(answer)}")
+            print(f"again: {curl_command(server, model, path)}")
     print("\nTorchServe keeps running; `make stop` ends it.")
 
 
@@ -183,7 +200,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, help="override the maximum number of epochs")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("export", help="TorchScript export with parity and quality gates")
+    runtimes = argparse.ArgumentParser(add_help=False)
+    runtimes.add_argument(
+        "--runtime",
+        choices=["all", *FORMATS],
+        default="all",
+        help="export format and serving runtime: TorchScript (<name>.mar) or ONNX Runtime (<name>-onnx.mar)",
+    )
+
+    s = sub.add_parser("export", parents=[runtimes], help="TorchScript and ONNX export with parity and quality gates")
     s.add_argument("--model", choices=models, default="all")
     s.set_defaults(func=cmd_export)
 
@@ -191,7 +216,7 @@ def parser() -> argparse.ArgumentParser:
         ("archive", cmd_archive, "write model_store/<name>.mar from a gated export"),
         ("build", cmd_build, "train, export, gate and archive (skipped when up to date)"),
     ):
-        s = sub.add_parser(verb, help=helptext)
+        s = sub.add_parser(verb, parents=[runtimes], help=helptext)
         s.add_argument("--model", choices=models, default="all")
         s.add_argument("--version", default="1.0", help="archive version (default 1.0)")
         if verb == "build":
@@ -217,7 +242,7 @@ def parser() -> argparse.ArgumentParser:
     keys.add_argument("--api-key", help="renews expired keys (default: from key_file.json)")
 
     s = sub.add_parser("predict", help="send one file to a served model", parents=[keys])
-    s.add_argument("--model", choices=list(SPECS), required=True)
+    s.add_argument("--model", choices=build.SERVED, required=True)
     s.add_argument("--version", help="a specific model version")
     s.add_argument("input", help="a PNG/JPEG image (digits) or a JSON file")
     s.set_defaults(func=cmd_predict)
