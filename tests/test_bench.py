@@ -13,17 +13,23 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     # The bench builds into the repository's store; point it at the session's built archives.
     monkeypatch.setattr(bench, "MODEL_STORE", built.store)
     monkeypatch.setattr(bench, "ARTIFACTS", built.artifacts)
-    monkeypatch.setattr(bench.build, "build", lambda spec, **kw: (built.archive(spec.name), False))
+    monkeypatch.setattr(bench.build, "build", lambda spec, runtime, **kw: (built.archive(spec.name), False))
     monkeypatch.setattr(bench, "CONCURRENCY", (1, 32))
     out = bench.run(quick=True, out_root=tmp_path)
     data = json.loads((out / "results.json").read_text())
     stages = {(p["stage"], p["model"], p["concurrency"]) for p in data["points"]}
     for model in ("digits", "diabetes"):
         assert {("shipped", model, 1), ("shipped", model, 32), ("defaults", model, 32)} <= stages
+        assert {("shipped", f"{model}-onnx", 1), ("shipped", f"{model}-onnx", 32)} <= stages
     served = [p for p in data["points"] if p["stage"] != "in-process"]
     assert all(p["errors"] == 0 and p["throughput"] > 0 and p["p50_ms"] <= p["p99_ms"] for p in served)
     assert all(p["torchserve_ms"] > 0 for p in served)
     report = (out / "report.md").read_text()
     assert report.count("(target ") == 3 and ("**met**" in report or "**missed**" in report)
+    # The runtime comparison: two runtimes and a ratio row per model, every figure measured.
+    section = report.split("## TorchScript vs ONNX Runtime")[1].split("## Results")[0]
+    rows = [r for r in section.splitlines() if r.startswith(("| digits", "| diabetes"))]
+    assert [r.split(" | ")[1] for r in rows] == ["torchscript", "onnx", "**onnx / torchscript**"] * 2
+    assert all(float(c.strip(" *×|")) > 0 for r in rows for c in r.split(" | ")[2:])
     for png in ("throughput.png", "latency.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"

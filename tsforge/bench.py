@@ -1,5 +1,6 @@
 """`make bench`: what the served models deliver against the in-process limit and TorchServe's
-defaults, measured in one run with a real HTTP load generator (hey), on loopback only.
+defaults, and TorchScript against ONNX Runtime, measured in one run with a real HTTP load
+generator (hey), on loopback only.
 
     tsforge bench            # ~10 s per point, plus a tuning sweep for digits
     tsforge bench --quick    # ~1 s per point, no sweep (the smoke test runs this)
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from training.export import FORMATS
 from training.specs import SPECS, ServingConfig
 from tsforge import archive, build, serve
 from tsforge.paths import ARTIFACTS, EXAMPLES, MODEL_STORE, ROOT
@@ -35,6 +37,8 @@ BODIES = {
 # TorchServe's own defaults: batch size 1, maxBatchDelay 100 ms, one worker per core, and
 # PyTorch's default thread count in each worker (threads 0 = leave it alone).
 TORCHSERVE_DEFAULTS = ServingConfig(batch_size=1, max_batch_delay_ms=100, workers=2, threads_per_worker=0)
+# Served name -> the model (and request body) behind it: digits-onnx -> digits.
+BASE = {fmt.served_name(name): name for name in SPECS for fmt in FORMATS.values()}
 # Settings tried for digits at concurrency 32 (full mode): (workers, threads, batch, delay ms).
 SWEEP = [(1, 1, 8, 1), (1, 2, 8, 1), (2, 1, 8, 5), (2, 1, 8, 1), (2, 1, 16, 5), (2, 1, 1, 1), (2, 1, 8, 0)]
 
@@ -74,9 +78,9 @@ def in_process(model: str, store: Path, batch: int, seconds: float) -> Point:
         manifest = json.loads((Path(tmp) / "MAR-INF" / "MANIFEST.json").read_text())
         config = yaml.safe_load((Path(tmp) / "model-config.yaml").read_text())
         ctx = Context(model, tmp, manifest, batch, None, "0.12.0", model_yaml_config=config)
-        handler = (DigitsHandler if model == "digits" else DiabetesHandler)()
+        handler = {"digits": DigitsHandler, "diabetes": DiabetesHandler}[BASE[model]]()
         handler.initialize(ctx)
-        path, content_type = BODIES[model]
+        path, content_type = BODIES[BASE[model]]
         requests = [{"body": path.read_bytes()} for _ in range(batch)]
         headers = {"body": {"content-type": content_type}}
         latencies = []
@@ -105,13 +109,14 @@ def hey(url: str, body: Path, content_type: str, key: str, concurrency: int, sec
 
 
 def variant_store(root: Path, serving: ServingConfig | None) -> Path:
-    """The built archives, or the same models and handlers repackaged with other settings."""
+    """The built archives, or the same TorchScript models and handlers with other settings."""
     if serving is None:
         return MODEL_STORE
     store = root / "store"
     for name, spec in SPECS.items():
-        card = json.loads((ARTIFACTS / name / "model_card.json").read_text())
-        archive.build_archive(replace(spec, serving=serving), ARTIFACTS / name / f"{name}.pt", card, store)
+        exported = build.exported_file(spec, ARTIFACTS / name, "torchscript")
+        card = json.loads((exported.parent / build.MODEL_CARD).read_text())
+        archive.build_archive(replace(spec, serving=serving), exported, card, store)
     return store
 
 
@@ -126,7 +131,7 @@ def served(
         try:
             key = server.keys()["inference"]
             for model in models:
-                path, content_type = BODIES[model]
+                path, content_type = BODIES[BASE[model]]
                 url = f"{server.inference_url}/predictions/{model}"
                 hey(url, path, content_type, key, 4, 1)  # warm-up: first requests load lazily
                 for c in concurrencies:
@@ -181,16 +186,16 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
         print(f"[bench {time.time() - started:5.0f} s] {stage}", flush=True)
 
     for spec in SPECS.values():
-        log(f"build {spec.name} (skipped when up to date)")
-        build.build(spec, progress=False)
+        for runtime in FORMATS:
+            log(f"build {spec.name} ({runtime}; skipped when up to date)")
+            build.build(spec, progress=False, runtime=runtime)
     points: list[Point] = []
-    for model, spec in SPECS.items():
-        for batch in (1, spec.serving.batch_size):
+    for model in build.SERVED:
+        for batch in (1, SPECS[BASE[model]].serving.batch_size):
             log(f"in-process {model} batch {batch}")
             points.append(in_process(model, MODEL_STORE, batch, seconds))
-    models = list(SPECS)
-    points += served("shipped", "shipped", None, models, CONCURRENCY, seconds, log)
-    points += served("defaults", "TorchServe defaults", TORCHSERVE_DEFAULTS, models, CONCURRENCY, seconds, log)
+    points += served("shipped", "shipped", None, build.SERVED, CONCURRENCY, seconds, log)
+    points += served("defaults", "TorchServe defaults", TORCHSERVE_DEFAULTS, list(SPECS), CONCURRENCY, seconds, log)
     if not quick:
         for workers, threads, batch, delay in SWEEP:
             setting = f"{workers} workers x {threads} threads, batch {batch}, delay {delay} ms"

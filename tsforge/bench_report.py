@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from training.export import FORMATS  # noqa: E402
 from training.specs import SPECS  # noqa: E402
 from tsforge.bench import TORCHSERVE_DEFAULTS, Point  # noqa: E402
 
@@ -32,7 +33,8 @@ def machine() -> str:
     java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
     return (
         f"{cpu}, {os.cpu_count()} cores; {platform.platform()}; Python {platform.python_version()}; "
-        f"torch {version('torch')}, torchserve {version('torchserve')}; {java}; load from hey (Debian), loopback"
+        f"torch {version('torch')}, onnxruntime {version('onnxruntime')}, torchserve {version('torchserve')}; "
+        f"{java}; load from hey (Debian), loopback"
     )
 
 
@@ -72,14 +74,39 @@ def targets(points: list[Point]) -> list[str]:
     ]
 
 
+def runtimes(points: list[Point]) -> list[str]:
+    """TorchScript against ONNX Runtime, same model, same handler, same settings, same run."""
+    rows = [
+        "| model | runtime | in process, batch 1: p50 ms | in process, serving batch: samples/s "
+        "| served, concurrency 1: p50 ms | served, concurrency 32: samples/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model, spec in SPECS.items():
+        figures = {}
+        for runtime, fmt in FORMATS.items():
+            name = fmt.served_name(model)
+            figures[runtime] = (
+                _one(points, stage="in-process", model=name, setting="batch 1").p50_ms,
+                _one(points, stage="in-process", model=name, setting=f"batch {spec.serving.batch_size}").throughput,
+                _one(points, stage="shipped", model=name, concurrency=1).p50_ms,
+                _one(points, stage="shipped", model=name, concurrency=32).throughput,
+            )
+            lat1, tput, c1, c32 = figures[runtime]
+            rows.append(f"| {model} | {runtime} | {lat1:.3f} | {tput:.0f} | {c1:.2f} | {c32:.0f} |")
+        ratios = [o / t for o, t in zip(figures["onnx"], figures["torchscript"], strict=True)]
+        rows.append(f"| {model} | **onnx / torchscript** | " + " | ".join(f"**{r:.2f}×**" for r in ratios) + " |")
+    return rows
+
+
 def table(points: list[Point]) -> list[str]:
     rows = [
-        "| stage | setting | concurrency | samples/s | p50 ms | p90 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| stage | model | setting | concurrency | samples/s | p50 ms | p90 ms | p99 ms | errors | queue ms "
+        "| TorchServe ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in points:
         rows.append(
-            f"| {p.stage} | {p.setting} | {p.concurrency} | {p.throughput:.0f} | {p.p50_ms:.2f} | {p.p90_ms:.2f} | "
+            f"| {p.stage} | {p.model} | {p.setting} | {p.concurrency} | {p.throughput:.0f} | {p.p50_ms:.2f} | {p.p90_ms:.2f} | "
             f"{p.p99_ms:.2f} | {p.errors} | {p.queue_ms:.2f} | {p.torchserve_ms:.2f} |"
         )
     return rows
@@ -88,9 +115,13 @@ def table(points: list[Point]) -> list[str]:
 def plots(points: list[Point], out: Path) -> None:
     fig, axes = plt.subplots(1, len(SPECS), figsize=(6 * len(SPECS), 4))
     for ax, model in zip(axes, SPECS, strict=True):
-        for stage, style in (("shipped", "o-"), ("defaults", "s--")):
-            series = _pick(points, stage=stage, model=model)
-            ax.plot([p.concurrency for p in series], [p.throughput for p in series], style, label=stage)
+        for stage, name, style, label in (
+            ("shipped", model, "o-", "shipped (TorchScript)"),
+            ("shipped", FORMATS["onnx"].served_name(model), "^-", "shipped (ONNX Runtime)"),
+            ("defaults", model, "s--", "TorchServe defaults"),
+        ):
+            series = _pick(points, stage=stage, model=name)
+            ax.plot([p.concurrency for p in series], [p.throughput for p in series], style, label=label)
         limit = _one(points, stage="in-process", model=model, setting=f"batch {SPECS[model].serving.batch_size}")
         ax.axhline(limit.throughput, color="gray", linestyle=":", label=f"in process, {limit.setting}")
         ax.set(title=model, xlabel="concurrency", ylabel="samples / s", xscale="log")
@@ -125,13 +156,20 @@ def write_report(points: list[Point], out: Path, quick: bool, seconds: float) ->
         "",
         f"Machine: {machine()}.",
         f"Each served point: hey for {seconds:g} s at a fixed concurrency after a warm-up; in-process points run",
-        "the handler's own code path (decode, preprocess, scripted forward, postprocess) in a loop.",
+        "the handler's own code path (decode, preprocess, forward pass in TorchScript or ONNX Runtime, postprocess) in a loop.",
         "",
         f"Shipped settings: {shipped}. TorchServe defaults: {asdict(TORCHSERVE_DEFAULTS)} (threads 0 = PyTorch's default).",
         "",
         "## Targets (digits)",
         "",
         *targets(points),
+        "",
+        "## TorchScript vs ONNX Runtime",
+        "",
+        "One training run, both exports gated against eager; the same handler code, serving settings and bodies. "
+        "Ratios above 1 favour ONNX Runtime for samples/s, below 1 for latency.",
+        "",
+        *runtimes(points),
         "",
         "## Results",
         "",
