@@ -23,7 +23,7 @@ from training.export import FORMATS
 from training.gates import GateFailed
 from training.specs import SPECS, get_spec
 from tsforge import archive, build, client, serve
-from tsforge.paths import EXAMPLES, MODEL_STORE, ROOT, RUN_DIR
+from tsforge.paths import ARTIFACTS, EXAMPLES, MODEL_STORE, ROOT, RUN_DIR
 
 DEMO_INPUTS = {"digits": EXAMPLES / "mnist-7.png", "diabetes": EXAMPLES / "diabetes.json"}
 
@@ -83,6 +83,8 @@ def cmd_build(args: argparse.Namespace) -> list[str]:
             print(f"{spec.name} ({runtime}): {'built' if fresh else 'up to date'} {path.relative_to(ROOT)}")
             if fresh:
                 rebuilt.append(path.stem)
+                for gate in build.load_gates(ARTIFACTS / (args.archive_name or spec.name), runtime):
+                    print(f"  gate {gate.gate} passed: {gate.detail}")
     return rebuilt
 
 
