@@ -112,3 +112,18 @@ def test_a_failing_gate_stops_the_build_and_writes_no_archive(tmp_path, monkeypa
     # The verdict is on disk for the user to read, beside the export that failed it.
     verdicts = (tmp_path / "art" / "diabetes" / fmt.name / build.GATES).read_text()
     assert '"passed": false' in verdicts
+
+
+def test_a_failing_onnx_export_stops_the_build_with_a_clear_message_and_no_files(tmp_path, monkeypatch):
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("Unsupported FX node: aten.fancy\n(a long exporter trace follows)")
+
+    monkeypatch.setattr(torch.onnx, "export", unsupported)
+    spec = replace(DIABETES, train=replace(DIABETES.train, epochs=5))
+    with pytest.raises(export.ExportFailed) as e:
+        build.build(spec, store=tmp_path / "store", artifacts=tmp_path / "art", progress=False, runtime="onnx")
+    assert str(e.value).startswith(
+        "onnx export of diabetes failed (RuntimeError: Unsupported FX node: aten.fancy); nothing was archived."
+    )
+    assert not any((tmp_path / "store").glob("*.mar"))
+    assert list((tmp_path / "art" / "diabetes" / "onnx").iterdir()) == []  # no half-written file

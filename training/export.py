@@ -27,6 +27,10 @@ from training.train import score
 OPTIMISED_SUFFIX = ".opt.onnx"
 
 
+class ExportFailed(RuntimeError):
+    """The exporter could not write or check a model; the message says which and why."""
+
+
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """`write` to a temporary sibling, then rename: no half-written export under `path`."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -118,9 +122,16 @@ FORMATS: dict[str, ExportFormat] = {
 
 
 def export(spec: ModelSpec, model: nn.Module, out_dir: Path, fmt: ExportFormat, splits: Splits) -> Path:
-    """Export `model` into `out_dir`; returns the file the archive ships."""
+    """Export `model` into `out_dir`; returns the file the archive ships. Raises ExportFailed."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return fmt.export(model, out_dir / f"{spec.name}{fmt.file_suffix}", splits.val.x[:2])
+    try:
+        return fmt.export(model, out_dir / f"{spec.name}{fmt.file_suffix}", splits.val.x[:2])
+    except Exception as e:  # the exporters' own errors are long; lead with what and where
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ExportFailed(
+            f"{fmt.name} export of {spec.name} failed ({type(e).__name__}: {first}); nothing was archived. "
+            f"The other format builds on its own: `tsforge build --model {spec.name} --runtime <format>`."
+        ) from e
 
 
 def loaded(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -19,7 +19,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from training.export import FORMATS
+from training.export import FORMATS, ExportFailed
 from training.gates import GateFailed
 from training.specs import SPECS, get_spec
 from tsforge import archive, build, client, serve
@@ -290,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except GateFailed as e:
         print(f"build stopped: {e}. No archive was written.", file=sys.stderr)
+        return 2
+    except ExportFailed as e:
+        print(f"build stopped: {e}", file=sys.stderr)
         return 2
     except (serve.ServeError, client.ServerError) as e:
         print(f"error: {e}", file=sys.stderr)
