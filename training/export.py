@@ -128,9 +128,10 @@ def export(spec: ModelSpec, model: nn.Module, out_dir: Path, fmt: ExportFormat, 
         return fmt.export(model, out_dir / f"{spec.name}{fmt.file_suffix}", splits.val.x[:2])
     except Exception as e:  # the exporters' own errors are long; lead with what and where
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        others = " or ".join(f"`--runtime {name}`" for name in FORMATS if name != fmt.name)
         raise ExportFailed(
             f"{fmt.name} export of {spec.name} failed ({type(e).__name__}: {first}); nothing was archived. "
-            f"The other format builds on its own: `tsforge build --model {spec.name} --runtime <format>`."
+            f"The other formats build on their own: `tsforge build --model {spec.name}` with {others}."
         ) from e
 
 
