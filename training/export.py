@@ -110,14 +110,18 @@ class ExportFormat:
     # Max |exported - eager| on the validation split. Scripting runs the same kernels (noise
     # only); ONNX Runtime has its own kernels and fusions, so float32 rounding differs more.
     tolerance: float
+    # The packages that write the file, recorded in the model card for reproducing it.
+    packages: tuple[str, ...]
 
     def served_name(self, base: str) -> str:
         return f"{base}{self.suffix}"
 
 
 FORMATS: dict[str, ExportFormat] = {
-    "torchscript": ExportFormat("torchscript", "", ".pt", ".pt", export_torchscript, 1e-5),
-    "onnx": ExportFormat("onnx", "-onnx", ".onnx", OPTIMISED_SUFFIX, export_onnx, 1e-4),
+    "torchscript": ExportFormat("torchscript", "", ".pt", ".pt", export_torchscript, 1e-5, ("torch",)),
+    "onnx": ExportFormat(
+        "onnx", "-onnx", ".onnx", OPTIMISED_SUFFIX, export_onnx, 1e-4, ("torch", "onnx", "onnxscript", "onnxruntime")
+    ),
 }
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,7 @@ def model_card(spec: ModelSpec, out_dir: Path, version: str, runtime: str, gates
         "name": FORMATS[runtime].served_name(spec.name),
         "version": version,
         "runtime": runtime,
+        "exported_with": {pkg: metadata.version(pkg) for pkg in FORMATS[runtime].packages},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "task": "classification" if spec.classifier else "regression",
         "model_config": payload["model_config"],
