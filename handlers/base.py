@@ -41,10 +41,10 @@ class BatchHandler:
         props = context.system_properties
         self.model_name = context.model_name
         self.model_dir = props["model_dir"]
-        self.settings = (context.model_yaml_config or {}).get("handler", {}) or {}
-        self.limits = Limits.from_mapping(self.settings)
+        settings = (context.model_yaml_config or {}).get("handler", {}) or {}
+        self.limits = Limits.from_mapping(settings)
         # The runtimes' default (one thread per core, per worker) oversubscribes small machines.
-        self.threads = int(self.settings.get("threads", DEFAULT_THREADS))
+        self.threads = int(settings.get("threads", DEFAULT_THREADS))
         device = select_device(props.get("gpu_id"), torch.cuda.is_available())
         serialized = context.manifest["model"]["serializedFile"]
         self.runtime = runtime.load(os.path.join(self.model_dir, serialized), device, self.threads)

@@ -28,8 +28,7 @@ def decode_request(payload: Payload, limits: Limits) -> Decoded:
     check_media_type(payload, ACCEPTED_MEDIA)
     doc = parse_json(payload.value, limits)
     if is_v2_request(doc):
-        request_id = doc["id"] if isinstance(doc.get("id"), str) else None
-        return Decoded(decode_v2(doc, (len(FEATURE_NAMES),), limits), "v2", request_id)
+        return Decoded(decode_v2(doc, (len(FEATURE_NAMES),), limits), "v2", oip.request_id(doc))
     if isinstance(doc, list):
         if not 1 <= len(doc) <= limits.max_rows:
             raise RequestError(

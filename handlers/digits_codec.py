@@ -118,7 +118,7 @@ def decode_request(payload: Payload, limits: Limits) -> Decoded:
     if is_v2_request(doc):
         rows = decode_v2(doc, (SIDE, SIDE), limits)
         _check_range(rows, "data")
-        return Decoded(rows[:, None], "v2", _request_id(doc))
+        return Decoded(rows[:, None], "v2", oip.request_id(doc))
     if isinstance(doc, dict) and "image" in doc:
         if not isinstance(doc["image"], str):
             raise RequestError(400, "wrong_type", '"image" must be a base64 string of a PNG or JPEG.')
@@ -149,10 +149,6 @@ def _single(pixels: np.ndarray) -> Decoded:
 def _check_range(pixels: np.ndarray, what: str) -> None:
     if pixels.min() < 0.0 or pixels.max() > 1.0:
         raise RequestError(400, "out_of_range", f"{what} values must lie in [0, 1] (white digit on black).")
-
-
-def _request_id(doc: dict[str, Any]) -> str | None:
-    return doc["id"] if isinstance(doc.get("id"), str) else None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -20,6 +20,11 @@ def is_v2_request(doc: Any) -> bool:
     return isinstance(doc, dict) and "inputs" in doc
 
 
+def request_id(doc: dict[str, Any]) -> str | None:
+    """The request's "id", echoed in the response when it is a string."""
+    return doc["id"] if isinstance(doc.get("id"), str) else None
+
+
 def decode_v2(doc: dict[str, Any], row_shape: tuple[int, ...], limits: Limits) -> np.ndarray:
     """The single input tensor as float32 rows of `row_shape`; shape [k, *row_shape] or row_shape."""
     inputs = doc.get("inputs")

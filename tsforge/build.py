@@ -100,6 +100,22 @@ def model_card(spec: ModelSpec, out_dir: Path, version: str, runtime: str, gates
     }
 
 
+def archive_export(
+    spec: ModelSpec,
+    out_dir: Path,
+    runtime: str,
+    gates: list[GateResult],
+    store: Path = MODEL_STORE,
+    version: str = "1.0",
+    archive_name: str | None = None,
+) -> Path:
+    """Write the model card beside the gated export and archive both into `store`."""
+    card = model_card(spec, out_dir, version, runtime, gates)
+    write_json(export_dir(out_dir, runtime) / MODEL_CARD, card)
+    served = exported_file(spec, out_dir, runtime)
+    return archive.build_archive(spec, served, card, store, version, archive_name=archive_name, model_name=card["name"])
+
+
 def build(
     spec: ModelSpec,
     store: Path = MODEL_STORE,
@@ -132,12 +148,8 @@ def build(
         train(spec, out_dir, cfg, progress=progress)
         stamp = {"trained": trained}
         write_json(stamp_path, stamp)
-    serialized, gates = export_and_gate(spec, out_dir, runtime)
-    card = model_card(spec, out_dir, version, runtime, gates)
-    write_json(export_dir(out_dir, runtime) / MODEL_CARD, card)
-    path = archive.build_archive(
-        spec, serialized, card, store, version, archive_name=target.stem, model_name=card["name"]
-    )
+    _, gates = export_and_gate(spec, out_dir, runtime)
+    path = archive_export(spec, out_dir, runtime, gates, store, version, archive_name=target.stem)
     stamp["archives"] = {**stamp.get("archives", {}), runtime: archived}
     write_json(stamp_path, stamp)
     return path, True

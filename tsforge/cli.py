@@ -22,7 +22,7 @@ from pathlib import Path
 from training.export import FORMATS, ExportFailed
 from training.gates import GateFailed
 from training.specs import SPECS, get_spec
-from tsforge import archive, build, client, serve
+from tsforge import build, client, serve
 from tsforge.paths import ARTIFACTS, EXAMPLES, MODEL_STORE, ROOT, RUN_DIR
 
 DEMO_INPUTS = {"digits": EXAMPLES / "mnist-7.png", "diabetes": EXAMPLES / "diabetes.json"}
@@ -61,10 +61,9 @@ def cmd_archive(args: argparse.Namespace) -> None:
     for spec in _specs(args.model):
         for runtime in _runtimes(args.runtime):
             out_dir = build.artifacts_dir(spec)
-            card = build.model_card(spec, out_dir, args.version, runtime, build.load_gates(out_dir, runtime))
-            served = build.exported_file(spec, out_dir, runtime)
-            path = archive.build_archive(spec, served, card, MODEL_STORE, args.version, model_name=card["name"])
-            print(f"{card['name']}: wrote {path.relative_to(ROOT)}")
+            gates = build.load_gates(out_dir, runtime)
+            path = build.archive_export(spec, out_dir, runtime, gates, MODEL_STORE, args.version)
+            print(f"{spec.name} ({runtime}): wrote {path.relative_to(ROOT)}")
 
 
 def cmd_build(args: argparse.Namespace) -> list[str]:
