@@ -6,6 +6,7 @@ valid ones share one batched forward pass and get their answers in their own pos
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
@@ -16,15 +17,38 @@ import numpy as np
 import torch
 
 from handlers import runtime
-from handlers.codec import Decoded, Limits, Payload, RequestError, request_payload
+from handlers.codec import Decoded, Limits, Payload, RequestError, non_finite_output, request_payload, undecodable
 
 logger = logging.getLogger(__name__)
 
 JSON = "application/json"
+# Set by `tsforge serve` for TorchServe and inherited by its workers: where key_file.json is.
+KEY_FILE_ENV = "TSFORGE_KEY_FILE"
 MODEL_CARD = "model_card.json"
 # Measured on 2 cores (README, "Worker threads"): one intra-op thread per worker wins once
 # requests arrive concurrently, since TorchServe's batching already fills both cores.
 DEFAULT_THREADS = 1
+
+
+def is_management_describe(context: Any) -> bool:
+    """True only for the management API's describe call, never for an inference request.
+
+    TorchServe sends describe to the worker as an inference message marked by a `describe:
+    True` header, which any inference client can copy. It also copies the management call's
+    own headers, and only a management call can carry the management key (TorchServe checks
+    it), so the key is what proves the origin. `tsforge serve` tells workers where the key
+    file is; without one, the card is not served.
+    """
+    if context.get_request_header(0, "describe") != "True":
+        return False
+    key_file = os.environ.get(KEY_FILE_ENV)
+    bearer = str(context.get_request_header(0, "Authorization") or context.get_request_header(0, "authorization"))
+    try:
+        with open(key_file or "") as f:
+            key = json.load(f)["management"]["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return hmac.compare_digest(bearer.encode(), f"Bearer {key}".encode())
 
 
 def select_device(gpu_id: int | None, cuda_available: bool) -> torch.device:
@@ -68,7 +92,8 @@ class BatchHandler:
         return {**self.card, "limits": vars(self.limits), **live}
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[str]:
-        if context.get_request_header(0, "describe") == "True":
+        """One answer per request, always: a request can change only its own answer."""
+        if len(data) == 1 and is_management_describe(context):
             return [json.dumps(self.describe())]
         started = time.perf_counter()
         responses: list[str] = [""] * len(data)
@@ -76,10 +101,11 @@ class BatchHandler:
         for idx, request in enumerate(data):
             try:
                 headers = context.get_all_request_header(idx) if context.request_processor else {}
-                accepted.append((idx, self.decode(request_payload(request, headers))))
-            except RequestError as e:
-                self._count(context, "RejectedRequests", "Reason", e.code)
-                responses[idx] = self._reply(context, idx, e.status, e.body())
+                accepted.append((idx, self.decode(request_payload(request, self.limits, headers))))
+            except Exception as e:  # whatever a request holds, it fails only itself
+                error = e if isinstance(e, RequestError) else undecodable(e)
+                self._count(context, "RejectedRequests", "Reason", error.code)
+                responses[idx] = self._reply(context, idx, error.status, error.body())
         decoded_at = time.perf_counter()
         if not accepted:
             return responses
@@ -95,7 +121,7 @@ class BatchHandler:
         start = 0
         for idx, decoded in accepted:
             k = len(decoded.rows)
-            responses[idx] = self._reply(context, idx, 200, self.encode(outputs[start : start + k], decoded))
+            responses[idx] = self._answer(context, idx, outputs[start : start + k], decoded)
             start += k
         self._count(context, "Batches", "BatchSize", str(len(accepted)))
         self._time(context, "PreprocessMs", decoded_at - started)
@@ -103,12 +129,25 @@ class BatchHandler:
         self._time(context, "PostprocessMs", time.perf_counter() - inferred_at)
         return responses
 
+    def _answer(self, context: Any, idx: int, outputs: np.ndarray, decoded: Decoded) -> str:
+        """The 200 answer for one request, or its own error: never NaN or Infinity in a body."""
+        if not np.isfinite(outputs).all():
+            error = non_finite_output(decoded)
+            self._count(context, "RejectedRequests", "Reason", error.code)
+            return self._reply(context, idx, error.status, error.body())
+        try:
+            return self._reply(context, idx, 200, self.encode(outputs, decoded))
+        except Exception as e:
+            logger.exception("encoding the answer to request %d failed", idx)
+            failure = {"error": "encode_failed", "detail": f"{type(e).__name__}: {e}"}
+            return self._reply(context, idx, 500, failure)
+
     @staticmethod
     def _reply(context: Any, idx: int, status: int, body: Any) -> str:
         context.set_response_content_type(idx, JSON)
         if status != 200:
             context.set_response_status(status, body.get("error", ""), idx)
-        return json.dumps(body)
+        return json.dumps(body, allow_nan=False)
 
     @staticmethod
     def _count(context: Any, name: str, dimension: str, value: str) -> None:

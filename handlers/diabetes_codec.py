@@ -28,14 +28,14 @@ def decode_request(payload: Payload, limits: Limits) -> Decoded:
     check_media_type(payload, ACCEPTED_MEDIA)
     doc = parse_json(payload.value, limits)
     if is_v2_request(doc):
-        return Decoded(decode_v2(doc, (len(FEATURE_NAMES),), limits), "v2", oip.request_id(doc))
+        return Decoded(decode_v2(doc, (len(FEATURE_NAMES),), limits), "v2", oip.request_id(doc), FEATURE_NAMES)
     if isinstance(doc, list):
         if not 1 <= len(doc) <= limits.max_rows:
             raise RequestError(
                 400 if not doc else 413, "wrong_rows", f"Send 1 to {limits.max_rows} rows; got {len(doc)}."
             )
-        return Decoded(np.stack([_row(r, f"rows[{i}]") for i, r in enumerate(doc)]), "rows")
-    return Decoded(_row(doc, "body")[None], "single")
+        return Decoded(np.stack([_row(r, f"rows[{i}]") for i, r in enumerate(doc)]), "rows", None, FEATURE_NAMES)
+    return Decoded(_row(doc, "body")[None], "single", None, FEATURE_NAMES)
 
 
 def _row(doc: Any, where: str) -> np.ndarray:
@@ -43,10 +43,11 @@ def _row(doc: Any, where: str) -> np.ndarray:
         return np.array(finite_numbers(doc["features"], f"{where}.features", len(FEATURE_NAMES)), np.float32)
     if isinstance(doc, dict) and set(doc) & set(FEATURE_NAMES):
         missing = [n for n in FEATURE_NAMES if n not in doc]
-        unknown = sorted(set(doc) - set(FEATURE_NAMES))
+        unknown = [str(k)[:40] for k in doc if k not in FEATURE_NAMES]
         if missing or unknown:
+            shown = f"{unknown[:5]}{f' and {len(unknown) - 5} more' if len(unknown) > 5 else ''}"
             raise RequestError(
-                400, "wrong_features", f"{where}: missing {missing or 'none'}, unknown {unknown or 'none'}."
+                400, "wrong_features", f"{where}: missing {missing or 'none'}, unknown {shown if unknown else 'none'}."
             )
         return np.array(finite_numbers([doc[n] for n in FEATURE_NAMES], where, len(FEATURE_NAMES)), np.float32)
     if isinstance(doc, list):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from handlers.codec import Limits, RequestError
+from handlers.codec import FLOAT32_MAX, Limits, RequestError
 
 NUMERIC_DATATYPES = ("FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 
@@ -50,28 +50,36 @@ def decode_v2(doc: dict[str, Any], row_shape: tuple[int, ...], limits: Limits) -
         raise RequestError(400, "wrong_shape", f"shape {tensor['shape']} does not fit this model: send {expected}.")
     if shape[0] > limits.max_rows:
         raise RequestError(413, "too_many_rows", f"{shape[0]} rows in one request; the limit is {limits.max_rows}.")
-    flat = _flatten_numbers(tensor["data"])
-    if len(flat) != math.prod(shape):
-        raise RequestError(
-            400, "wrong_shape", f"data holds {len(flat)} values; shape {shape} needs {math.prod(shape)}."
-        )
-    return np.asarray(flat, dtype=np.float32).reshape(shape)
+    return _numbers(tensor["data"], tensor["shape"]).reshape(shape)
 
 
-def _flatten_numbers(data: Any) -> list[float]:
-    out: list[float] = []
-    stack = [data]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(reversed(node))
-        elif isinstance(node, (int, float)) and not isinstance(node, bool):
-            if not math.isfinite(node):
-                raise RequestError(400, "non_finite_number", f"data holds {node}; send finite numbers.")
-            out.append(float(node))
-        else:
-            raise RequestError(400, "wrong_type", f"data holds {str(node)[:40]!r}; expected numbers.")
-    return out
+def _numbers(data: Any, shape: list[int]) -> np.ndarray:
+    """`data` as float32, flat (prod(shape) values) or nested as `shape`.
+
+    Every length is checked against the declared shape before the level below is read, so
+    the work is bounded by the shape (itself bounded by max_rows), not by the body's size.
+    """
+    count = math.prod(shape)
+    if not isinstance(data, list):
+        raise RequestError(400, "wrong_type", "data must be a list of numbers.")
+    values = data
+    if len(shape) > 1 and data and type(data[0]) is list:  # nested: one level per dimension
+        for depth, size in enumerate(shape[1:], start=1):
+            if len(values) != math.prod(shape[:depth]) or not all(type(v) is list and len(v) == size for v in values):
+                raise RequestError(
+                    400, "wrong_shape", f"data is not nested as shape {shape}; nest it so, or send it flat."
+                )
+            values = [x for v in values for x in v]
+    if len(values) != count:
+        raise RequestError(400, "wrong_shape", f"data holds {len(values)} values; shape {shape} needs {count}.")
+    # type(), not isinstance: a JSON `true` is a bool, and a bool is an int in Python.
+    bad = next((v for v in values if type(v) not in (int, float)), None)
+    if bad is not None:
+        raise RequestError(400, "wrong_type", f"data holds {str(bad)[:40]!r}; expected numbers.")
+    array = np.asarray(values, dtype=np.float64)
+    if np.abs(array).max(initial=0.0) > FLOAT32_MAX:
+        raise RequestError(400, "out_of_range", f"data holds values beyond float32's range (|x| <= {FLOAT32_MAX:.4g}).")
+    return array.astype(np.float32)
 
 
 def tensor(name: str, values: np.ndarray, datatype: str = "FP32") -> dict[str, Any]:

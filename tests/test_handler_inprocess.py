@@ -12,6 +12,7 @@ from ts.context import Context, RequestProcessor
 
 from handlers import digits_codec
 from handlers import runtime as runtimes
+from handlers.base import KEY_FILE_ENV
 from handlers.codec import Payload
 from handlers.diabetes_handler import DiabetesHandler
 from handlers.digits_handler import DigitsHandler
@@ -133,11 +134,25 @@ def test_the_content_type_comes_from_torchserve_request_headers(built, tmp_path)
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_describe_returns_the_model_card_with_schema_limits_and_gates(built, tmp_path, runtime):
+def test_describe_returns_the_model_card_only_to_the_management_key(built, tmp_path, runtime, monkeypatch):
     name = FORMATS[runtime].served_name("digits")
     handler, ctx = load(DigitsHandler, built, name, tmp_path)
-    (card,) = run(handler, ctx, [{"body": b""}], [{"describe": "True"}])[0]
+    key_file = tmp_path / "key_file.json"
+    key_file.write_text(json.dumps({"management": {"key": "m-key"}, "inference": {"key": "i-key"}}))
+    monkeypatch.setenv(KEY_FILE_ENV, str(key_file))
+    describe = {"describe": "True", "Authorization": "Bearer m-key"}
+    (card,), _ = run(handler, ctx, [{}], [describe])
     assert card["name"] == name and [g["gate"] for g in card["gates"]] == ["parity", "quality"]
     assert card["runtime"] == runtime and card["device"] in ("cpu", "CPUExecutionProvider")
     assert card["limits"]["max_image_pixels"] == 4096 * 4096 and card["threads"] == 1
     assert "accuracy" in card["metrics"]["test"] and "input" in card["schema"]
+
+    # The same header on inference requests (the inference key) is ignored: one answer each.
+    digit = (EXAMPLES / "mnist-7.png").read_bytes()
+    copied = {"describe": "True", "Authorization": "Bearer i-key"}
+    for batch, headers in (([{}], [copied]), ([{"body": digit}, {"body": digit}], [copied, {}])):
+        answers, statuses = run(handler, ctx, batch, headers)
+        assert len(answers) == len(batch) and all("gates" not in a for a in answers)
+    assert statuses == [200, 200] and answers[0]["label"] == 7
+    monkeypatch.delenv(KEY_FILE_ENV)  # no key file known: no card for anyone
+    assert "gates" not in run(handler, ctx, [{}], [describe])[0][0]

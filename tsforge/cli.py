@@ -102,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     elif args.action == "run":
         raise SystemExit(serve.run_foreground(_archives(), host=host, announce=_print_server))
     elif args.action == "health":
-        raise SystemExit(0 if serve.healthy() else 1)
+        raise SystemExit(0 if client.healthy(serve.server_for(RUN_DIR)) else 1)
     elif args.action == "stop":
         print("TorchServe stopped" if serve.stop() else "TorchServe was not running")
     elif args.action == "status":
@@ -112,7 +112,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
         serve.wait_ready(server, [], timeout=10)
         _print_server(server)
     elif args.action == "key":
-        print(serve.server_for(RUN_DIR).keys()[args.kind])
+        server = serve.server_for(RUN_DIR)
+        if not serve.is_running() or not server.key_file.exists():
+            raise SystemExit(f"TorchServe is not running from {RUN_DIR} (start it with `make serve`): no key to print")
+        print(server.keys()[args.kind])
 
 
 def _print_server(server: serve.Server) -> None:
@@ -254,7 +257,7 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("archive", help="file name in model_store/, e.g. digits.mar")
     a.add_argument("--batch-size", type=int, help="default: the archive's model-config.yaml")
     a.add_argument("--max-batch-delay", type=int, help="milliseconds; default: model-config.yaml")
-    a.add_argument("--workers", type=int, default=1, help="initial workers (default 1)")
+    a.add_argument("--workers", type=int, default=1, help=f"initial workers, 1..{client.MAX_WORKERS} (default 1)")
     a.add_argument("--no-wait", action="store_true", help="return before the workers are up")
     acts.add_parser("list", parents=[keys], help="registered models")
     for verb, helptext in (
@@ -269,7 +272,7 @@ def parser() -> argparse.ArgumentParser:
         if verb == "describe":
             a.add_argument("--card", action="store_true", help="include the handler's model card")
         if verb == "scale":
-            a.add_argument("--workers", type=int, required=True)
+            a.add_argument("--workers", type=int, required=True, help=f"1..{client.MAX_WORKERS}")
             a.add_argument("--max-workers", type=int)
     s.set_defaults(func=cmd_models)
 
@@ -296,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     except (serve.ServeError, client.ServerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except ValueError as e:  # an argument the client refuses (worker counts, ...)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except FileNotFoundError as e:
         print(f"error: {e.strerror}: {e.filename} (run the earlier step first, or `make demo`)", file=sys.stderr)
         return 1

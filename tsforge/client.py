@@ -2,8 +2,11 @@
 
 Keys come from TorchServe's key_file.json by default (re-read on every call, so a rotation is
 seen at once) or are given explicitly. TorchServe's keys expire after token_expiration_min;
-on InvalidKeyException the client renews the key through the token API with the API key
-and retries once. Server errors surface as ServerError(status, message), never a traceback.
+when a key read from the file is refused and the file says it has expired, the client renews
+it through the token API with the API key and retries once. A key the caller gave is never
+renewed: renewal replaces the server's key for every client, so a wrong key must not do it.
+Server errors surface as ServerError(status, message), an unreachable server as
+ServeError, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +17,12 @@ from typing import Any
 
 import requests
 
-from tsforge.serve import Server
+from tsforge.serve import ServeError, Server
+
+# The most workers `models register` / `models scale` will ask for: more only thrashes a
+# machine (each worker holds a model copy and its threads), and TorchServe accepts absurd or
+# negative counts (min=max=-1 leaves the model with no worker at all).
+MAX_WORKERS = 16
 
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".json": "application/json"}
 
@@ -47,21 +55,33 @@ class Client:
     def _call(self, api: str, method: str, path: str, headers: dict | None = None, **kwargs: Any) -> requests.Response:
         base = self.server.inference_url if api == "inference" else self.server.management_url
         for attempt in (1, 2):
-            auth = {**(headers or {}), "Authorization": f"Bearer {self.key(api)}"}
-            r = requests.request(method, f"{base}{path}", headers=auth, timeout=self.timeout, **kwargs)
-            if not (attempt == 1 and r.status_code == 400 and "InvalidKeyException" in r.text and self._renew(api)):
+            auth = {**(headers or {}), **self._auth(api)}
+            try:
+                r = requests.request(method, f"{base}{path}", headers=auth, timeout=self.timeout, **kwargs)
+            except requests.ConnectionError:
+                raise ServeError(f"server not reachable at {base}: start it with `make serve`") from None
+            except requests.Timeout:
+                raise ServeError(f"no answer from {base}{path} within {self.timeout:g} s") from None
+            refused = r.status_code == 400 and "InvalidKeyException" in r.text
+            if not (attempt == 1 and refused and self._renew(api)):
                 break
         if not r.ok:
             raise ServerError(r.status_code, r.text)
         return r
 
+    def _auth(self, kind: str) -> dict[str, str]:
+        """The Authorization header, or none when there is no key (token authorization off)."""
+        if kind not in self.explicit_keys and not self.server.key_file.exists():
+            return {}
+        return {"Authorization": f"Bearer {self.key(kind)}"}
+
     def _renew(self, kind: str) -> bool:
-        """Ask TorchServe for a fresh `kind` key with the API key; False if that cannot work.
+        """Renew an expired `kind` key read from key_file.json, with the API key; else False.
 
         TorchServe answers the token API with an empty body and writes the new key only to
-        key_file.json, so renewal needs that file.
+        key_file.json, so renewal needs that file. A key the caller passed is never renewed.
         """
-        if not self.server.key_file.exists():
+        if kind in self.explicit_keys or not self.server.key_file.exists() or not self.server.key_expired(kind):
             return False
         r = requests.get(
             f"{self.server.management_url}/token",
@@ -69,8 +89,6 @@ class Client:
             headers={"Authorization": f"Bearer {self.key('API')}"},
             timeout=self.timeout,
         )
-        if r.ok:
-            self.explicit_keys.pop(kind, None)  # the renewed key is read from the file
         return r.ok
 
     # --- inference ----------------------------------------------------------------------
@@ -95,6 +113,7 @@ class Client:
         synchronous: bool = True,
     ) -> dict[str, Any]:
         """Register `archive` (a .mar file name in the model store)."""
+        check_workers(initial_workers)
         params: dict[str, Any] = {
             "url": archive,
             "initial_workers": initial_workers,
@@ -114,6 +133,7 @@ class Client:
         return self._call("management", "GET", path, params={"customized": str(customized).lower()}).json()
 
     def scale(self, model: str, min_workers: int, max_workers: int | None = None, version: str | None = None) -> dict:
+        check_workers(min_workers, max_workers)
         path = f"/models/{model}" + (f"/{version}" if version else "")
         params = {"min_worker": min_workers, "max_worker": max_workers or min_workers, "synchronous": "true"}
         return self._call("management", "PUT", path, params=params).json()
@@ -124,6 +144,25 @@ class Client:
     def unregister(self, model: str, version: str | None = None) -> dict[str, Any]:
         path = f"/models/{model}" + (f"/{version}" if version else "")
         return self._call("management", "DELETE", path).json()
+
+
+def healthy(server: Server) -> bool:
+    """What health checks call: /ping, which needs the inference key in TorchServe 0.12. The
+    key is renewed with the API key once it expires, so a working server stays healthy."""
+    try:
+        Client(server, timeout=5).ping()
+        return True
+    except (ServeError, ServerError, requests.RequestException, OSError, ValueError, KeyError):
+        return False
+
+
+def check_workers(min_workers: int, max_workers: int | None = None) -> None:
+    """Refuse worker counts outside 1..MAX_WORKERS (and a maximum below the minimum)."""
+    for what, n in (("workers", min_workers), ("max workers", max_workers)):
+        if n is not None and not 1 <= n <= MAX_WORKERS:
+            raise ValueError(f"{what} must be between 1 and {MAX_WORKERS}; got {n}")
+    if max_workers is not None and max_workers < min_workers:
+        raise ValueError(f"max workers ({max_workers}) is below workers ({min_workers})")
 
 
 def pretty(answer: Any) -> str:

@@ -17,10 +17,12 @@ import sys
 import time
 import zipfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
 
+from handlers.base import KEY_FILE_ENV
 from tsforge.paths import CONFIG, MODEL_STORE, RUN_DIR
 
 PID_FILE = "torchserve.pid"
@@ -54,6 +56,16 @@ class Server:
         """{"inference": ..., "management": ..., "API": ...} from TorchServe's key file."""
         data = json.loads(self.key_file.read_text())
         return {kind: entry["key"] for kind, entry in data.items()}
+
+    def key_expired(self, kind: str) -> bool:
+        """Whether key_file.json says the `kind` key has expired (the API key never does)."""
+        entry = json.loads(self.key_file.read_text()).get(kind, {})
+        stamp = entry.get("expiration time")
+        if not stamp:
+            return False
+        # Java writes nanoseconds ("...:06.414348439Z"); Python's ISO parser takes micro.
+        expires = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", stamp).replace("Z", "+00:00"))
+        return expires <= datetime.now(UTC)
 
     def headers(self, kind: str = "inference") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys()[kind]}"}
@@ -100,8 +112,10 @@ def render_config(
 
 
 def server_for(run_dir: Path) -> Server:
-    """The instance started from `run_dir`, with URLs a local client can call."""
-    props = read_properties(run_dir / "config.properties")
+    """The instance started from `run_dir`, with URLs a local client can call (the base
+    config's when it has never started there)."""
+    rendered = run_dir / "config.properties"
+    props = read_properties(rendered if rendered.exists() else CONFIG)
     return Server(run_dir, *(props[k].replace("0.0.0.0", "127.0.0.1") for k in ADDRESS_KEYS))
 
 
@@ -142,6 +156,8 @@ def start(
         "TEMP": str(run_dir / "tmp"),
         "LOG_LOCATION": str(run_dir / "logs"),
         "METRICS_LOCATION": str(run_dir / "logs"),
+        # Workers inherit it: the handler serves the model card only to the management key.
+        KEY_FILE_ENV: str((run_dir / KEY_FILE).resolve()),
     }
     with open(run_dir / LOG_FILE, "ab") as log:
         proc = subprocess.Popen(cmd, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -191,15 +207,6 @@ def model_name(archive: Path) -> str:
 def model_ready(server: Server, model: str) -> bool:
     r = requests.get(f"{server.management_url}/models/{model}", headers=server.headers("management"), timeout=5)
     return r.ok and any(w.get("status") == "READY" for d in r.json() for w in d.get("workers", []))
-
-
-def healthy(run_dir: Path = RUN_DIR) -> bool:
-    """What health checks call: /ping with the inference key (TorchServe 0.12 demands it)."""
-    try:
-        server = server_for(run_dir)
-        return requests.get(f"{server.inference_url}/ping", headers=server.headers(), timeout=5).ok
-    except (OSError, requests.RequestException, KeyError, ValueError):
-        return False
 
 
 def run_foreground(models: list[str], host: str | None = None, announce=print) -> int:
