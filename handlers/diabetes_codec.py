@@ -30,10 +30,10 @@ def decode_request(payload: Payload, limits: Limits) -> Decoded:
     if is_v2_request(doc):
         return Decoded(decode_v2(doc, (len(FEATURE_NAMES),), limits), "v2", oip.request_id(doc), FEATURE_NAMES)
     if isinstance(doc, list):
-        if not 1 <= len(doc) <= limits.max_rows:
-            raise RequestError(
-                400 if not doc else 413, "wrong_rows", f"Send 1 to {limits.max_rows} rows; got {len(doc)}."
-            )
+        if not doc:
+            raise RequestError(400, "wrong_shape", f"The list of rows is empty; send 1 to {limits.max_rows} rows.")
+        if len(doc) > limits.max_rows:
+            raise RequestError(413, "too_many_rows", f"{len(doc)} rows in one request; the limit is {limits.max_rows}.")
         return Decoded(np.stack([_row(r, f"rows[{i}]") for i, r in enumerate(doc)]), "rows", None, FEATURE_NAMES)
     return Decoded(_row(doc, "body")[None], "single", None, FEATURE_NAMES)
 

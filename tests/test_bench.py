@@ -5,6 +5,7 @@ import json
 import pytest
 
 from tsforge import bench
+from tsforge.worst_cases import worst_cases
 
 pytestmark = pytest.mark.integration
 
@@ -31,5 +32,11 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     rows = [r for r in section.splitlines() if r.startswith(("| digits", "| diabetes"))]
     assert [r.split(" | ")[1] for r in rows] == ["torchscript", "onnx", "**onnx / torchscript**"] * 2
     assert all(float(c.strip(" *×|")) > 0 for r in rows for c in r.split(" | ")[2:])
+    # The worst case of every input class, answered as documented, its cost measured.
+    costs = {c["case"]: c for c in data["worst_cases"]}
+    assert set(costs) == {case.name for case in worst_cases()}
+    assert all(c["status"] == c["expected"] and c["cpu_ms"] >= 0 for c in costs.values())
+    assert costs["png_at_decode_limit"]["cpu_ms"] > 0  # a 16 MiB decode is not free: the meter reads
+    assert "## Worst case per input class" in report and "| png_at_decode_limit | digits |" in report
     for png in ("throughput.png", "latency.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"

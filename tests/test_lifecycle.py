@@ -17,7 +17,7 @@ import requests
 from tests.conftest import running_torchserve
 from training.specs import DIABETES, DIGITS
 from tsforge import archive, build, serve
-from tsforge.client import Client, ServerError
+from tsforge.client import Client, ServerError, healthy
 from tsforge.paths import CONFIG, EXAMPLES
 
 pytestmark = pytest.mark.integration
@@ -132,6 +132,15 @@ def test_requests_without_the_right_key_run_nothing(server):
     assert "slow" not in {m["modelName"] for m in c.list()}
     after = requests.get(f"{server.metrics_url}/metrics", timeout=10).text.count('ModelName="diabetes"')
     assert after == before  # no handler metric moved: nothing ran
+
+
+def test_a_wrong_key_the_user_gave_never_renews_the_servers_keys(server):
+    before = server.keys()
+    for kind, call in (("inference", lambda c: c.ping()), ("management", lambda c: c.list())):
+        with pytest.raises(ServerError, match="InvalidKeyException"):
+            call(Client(server, keys={kind: "WRONG"}))
+    assert server.keys() == before  # every other client's key still works
+    assert Client(server).ping()["status"] == "Healthy"
 
 
 def test_every_listener_binds_loopback_only(server):
@@ -257,8 +266,13 @@ def test_an_expired_key_is_renewed_and_the_call_retried_once(built, tmp_path):
         time.sleep(62)  # token_expiration_min=1
         r = requests.get(f"{srv.inference_url}/ping", headers={"Authorization": f"Bearer {old}"}, timeout=10)
         assert (r.status_code, r.json()["type"]) == (400, "InvalidKeyException")
-        assert c.ping()["status"] == "Healthy"  # renewed through the token API, retried once
-        assert srv.keys()["inference"] != old
+        # A key the caller gave is never renewed, even an expired one: the server's stays.
+        with pytest.raises(ServerError, match="InvalidKeyException"):
+            Client(srv, keys={"inference": old}).ping()
+        assert srv.keys()["inference"] == old
+        assert healthy(srv)  # the health check renews the expired key it read from the file
+        renewed = srv.keys()["inference"]
+        assert renewed != old and c.ping()["status"] == "Healthy" and srv.keys()["inference"] == renewed
         with pytest.raises(ServerError, match="InvalidKeyException"):
             Client(srv, keys={"management": "wrong", "API": "also-wrong"}).list()
     finally:

@@ -26,7 +26,7 @@ import yaml
 
 from training.export import FORMATS
 from training.specs import SPECS, ServingConfig
-from tsforge import archive, build, serve
+from tsforge import archive, bench_worst, build, serve
 from tsforge.paths import ARTIFACTS, EXAMPLES, MODEL_STORE, ROOT
 
 CONCURRENCY = (1, 8, 32, 64)
@@ -170,6 +170,18 @@ def ts_counters(server: serve.Server, model: str) -> dict[str, float]:
     return totals
 
 
+def worst_case_costs(repeats: int) -> list[bench_worst.Cost]:
+    """The shipped TorchScript archives on their own server, one worst-case body at a time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ports = {k: serve.free_port() for k in serve.PORT_KEYS}
+        models = [f"{name}.mar" for name in SPECS]
+        server = serve.start(models, run_dir=Path(tmp) / "run", model_store=MODEL_STORE, ports=ports)
+        try:
+            return bench_worst.measure(server, repeats)
+        finally:
+            serve.stop(Path(tmp) / "run")
+
+
 def ensure_tools() -> None:
     if shutil.which("hey") is None:
         raise SystemExit("hey is missing: scripts/bootstrap.sh installs it (apt-get install hey)")
@@ -196,6 +208,8 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
             points.append(in_process(model, MODEL_STORE, batch, seconds))
     points += served("shipped", "shipped", None, build.SERVED, CONCURRENCY, seconds, log)
     points += served("defaults", "TorchServe defaults", TORCHSERVE_DEFAULTS, list(SPECS), CONCURRENCY, seconds, log)
+    log("worst case of each input class, through a served worker")
+    costs = worst_case_costs(repeats=1 if quick else 3)
     if not quick:
         for workers, threads, batch, delay in SWEEP:
             setting = f"{workers} workers x {threads} threads, batch {batch}, delay {delay} ms"
@@ -204,11 +218,22 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
     out = out_root / time.strftime("%Y-%m-%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(
-        json.dumps({"quick": quick, "seconds_per_point": seconds, "points": [asdict(p) for p in points]}, indent=2)
+        json.dumps(
+            {
+                "quick": quick,
+                "seconds_per_point": seconds,
+                "points": [asdict(p) for p in points],
+                "worst_cases": [asdict(c) for c in costs],
+            },
+            indent=2,
+        )
     )
-    write_report(points, out, quick, seconds)
+    write_report(points, out, quick, seconds, costs)
     log(f"report: {out / 'report.md'}")
     failed = [p for p in points if p.errors]
     if failed:
         raise SystemExit(f"{len(failed)} served points had errors (see {out / 'report.md'}): the run fails")
+    wrong = [c.case for c in costs if c.status != c.expected]
+    if wrong:
+        raise SystemExit(f"worst cases answered other than documented: {', '.join(wrong)}: the run fails")
     return out

@@ -16,7 +16,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from training.export import FORMATS  # noqa: E402
 from training.specs import SPECS  # noqa: E402
+from tsforge import bench_worst  # noqa: E402
 from tsforge.bench import TORCHSERVE_DEFAULTS, Point  # noqa: E402
+from tsforge.bench_worst import Cost  # noqa: E402
 
 
 def _pick(points: list[Point], **where) -> list[Point]:
@@ -146,7 +148,7 @@ def plots(points: list[Point], out: Path) -> None:
     plt.close(fig)
 
 
-def write_report(points: list[Point], out: Path, quick: bool, seconds: float) -> None:
+def write_report(points: list[Point], out: Path, quick: bool, seconds: float, costs: list[Cost]) -> None:
     plots(points, out)
     shipped = {name: asdict(spec.serving) for name, spec in SPECS.items()}
     d = _pick(points, stage="shipped", model="digits")
@@ -188,6 +190,17 @@ def write_report(points: list[Point], out: Path, quick: bool, seconds: float) ->
         "",
         "Latency percentiles vs concurrency (log scales). Past the point where the workers are saturated, latency "
         "grows linearly with concurrency (queueing); the gap between p50 and p99 shows how even the service is.",
+    ]
+    lines += [
+        "",
+        "## Worst case per input class",
+        "",
+        "The costliest body of each input class that the limits accept (`*_at_limit`, `case_*`), and the bombs",
+        "beyond them (refused from their headers), each sent alone to the served TorchScript models",
+        "(`tsforge/worst_cases.py`). CPU is the model's worker processes' time per request; memory is the growth",
+        "of the largest worker's peak RSS (VmHWM, reset before each case). The bar: about 100 ms and 100 MiB.",
+        "",
+        *bench_worst.table(costs),
     ]
     sweep = _pick(points, stage="sweep")
     if sweep:

@@ -1,0 +1,62 @@
+"""The CLI against a stopped server: every verb answers in one line with a non-zero exit."""
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tsforge import client, serve
+from tsforge.paths import CONFIG, EXAMPLES
+
+VERBS = [
+    ["predict", "--model", "digits", str(EXAMPLES / "mnist-7.png")],
+    ["predict", "--model", "diabetes", "--inference-key", "WRONG", str(EXAMPLES / "diabetes.json")],
+    ["models", "list"],
+    ["models", "describe", "digits", "--card"],
+    ["models", "register", "digits.mar"],
+    ["models", "scale", "digits", "--workers", "2"],
+    ["models", "default", "digits", "1.0"],
+    ["models", "unregister", "digits"],
+    ["serve", "status"],
+    ["serve", "key"],
+    ["serve", "health"],
+]
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+    """The environment of a checkout whose server is not running, on ports nothing uses."""
+    tmp = tmp_path_factory.mktemp("cli")
+    config = serve.render_config(CONFIG, tmp / "cfg", tmp / "store", {k: serve.free_port() for k in serve.PORT_KEYS})
+    return {**os.environ, "TSFORGE_CONFIG": str(config), "TSFORGE_RUN_DIR": str(tmp / "run")}
+
+
+def tsforge(args, env):
+    exe = str(Path(sys.executable).with_name("tsforge"))
+    return subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_every_verb_says_the_server_is_not_running_without_a_traceback(stopped):
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda args: tsforge(args, stopped), VERBS))
+    for args, r in zip(VERBS, results, strict=True):
+        assert r.returncode != 0, args
+        assert "Traceback" not in r.stderr + r.stdout, (args, r.stderr)
+        if args[:2] != ["serve", "health"]:  # a health check answers by exit code alone
+            assert "not reachable" in r.stderr or "not running" in r.stderr, (args, r.stderr)
+            assert "make serve" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "workers",
+    [["--workers", "0"], ["--workers", "-1"], ["--workers", "10000"], ["--workers", "4", "--max-workers", "2"]],
+)
+def test_worker_counts_outside_the_documented_range_are_refused(stopped, workers):
+    r = tsforge(["models", "scale", "digits", *workers], stopped)
+    assert r.returncode == 2, r.stderr
+    assert f"between 1 and {client.MAX_WORKERS}" in r.stderr or "is below workers" in r.stderr
+    with pytest.raises(ValueError):
+        client.check_workers(int(workers[1]), int(workers[3]) if len(workers) > 2 else None)

@@ -1,0 +1,89 @@
+"""What the worst request of each input class costs a served worker: `make bench`'s cost table.
+
+Each body of `tsforge.worst_cases` (the costliest inputs the limits accept, and the bombs
+beyond them) is sent to a real TorchServe; the model's worker processes are measured around
+it with psutil and /proc: CPU time per request, and the growth of their peak resident memory
+(VmHWM, reset through /proc/<pid>/clear_refs before each case).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import requests
+
+from tsforge import serve
+from tsforge.worst_cases import worst_cases
+
+
+@dataclass
+class Cost:
+    case: str
+    model: str
+    what: str
+    bytes_sent: int
+    status: int
+    expected: int
+    cpu_ms: float  # worker CPU time per request (all of the model's workers together)
+    peak_rss_mib: float  # growth of the largest worker's peak resident memory
+
+
+def worker_pids(server: serve.Server, model: str) -> list[int]:
+    r = requests.get(f"{server.management_url}/models/{model}", headers=server.headers("management"), timeout=10)
+    return [w["pid"] for d in r.json() for w in d["workers"] if w.get("pid")]
+
+
+def _reset_peak(pid: int) -> bool:
+    """Reset VmHWM to the current RSS (Linux 4.0+; needs write access to clear_refs)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return 0
+
+
+def measure(server: serve.Server, repeats: int = 3) -> list[Cost]:
+    """Every worst case, `repeats` times each, one after the other (nothing else in flight)."""
+    costs = []
+    for case in worst_cases():
+        pids = worker_pids(server, case.model)
+        procs = [psutil.Process(pid) for pid in pids]
+        reset = all(_reset_peak(pid) for pid in pids)
+        rss = {pid: _kib(pid, "VmRSS") if reset else _kib(pid, "VmHWM") for pid in pids}
+        cpu = sum(sum(p.cpu_times()[:2]) for p in procs)
+        statuses = []
+        for _ in range(repeats):
+            r = requests.post(
+                f"{server.inference_url}/predictions/{case.model}",
+                data=case.body,
+                headers={**server.headers(), "Content-Type": case.content_type},
+                timeout=60,
+            )
+            statuses.append(r.status_code)
+        cpu_ms = (sum(sum(p.cpu_times()[:2]) for p in procs) - cpu) * 1000 / repeats
+        peak = max((_kib(pid, "VmHWM") - rss[pid]) / 1024 for pid in pids)
+        status = max(set(statuses), key=statuses.count)
+        costs.append(Cost(case.name, case.model, case.what, len(case.body), status, case.expect, cpu_ms, peak))
+    return costs
+
+
+def table(costs: list[Cost]) -> list[str]:
+    rows = [
+        "| input | model | what | bytes sent | answer | worker CPU ms / request | peak RSS growth (MiB) |",
+        "|---|---|---|---:|---|---:|---:|",
+    ]
+    for c in costs:
+        answer = f"{c.status}" if c.status == c.expected else f"**{c.status} (expected {c.expected})**"
+        rows.append(
+            f"| {c.case} | {c.model} | {c.what} | {c.bytes_sent:,} | {answer} | {c.cpu_ms:.0f} | {c.peak_rss_mib:.1f} |"
+        )
+    return rows
