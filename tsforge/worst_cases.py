@@ -240,13 +240,13 @@ def _stroke_on_white(side: int, mode: str) -> Image.Image:
     return Image.fromarray(pixels).convert(mode)
 
 
-def png_at_decode_limit(side: int = MAX_SIDE, mode: str = "L") -> bytes:
-    """Accepted: the most pixels max_decoded_bytes allows (16 MiB: 4096^2 grey, 2048^2 RGBA)."""
+def png_at_decode_limit(side: int = 2896, mode: str = "L") -> bytes:
+    """Accepted: the most pixels max_decoded_bytes allows (8 MiB: 2896^2 grey, 1448^2 RGBA)."""
     return _save(_stroke_on_white(side, mode), "PNG")
 
 
-def jpeg_progressive_at_limit(side: int = 2896) -> bytes:
-    """Accepted: a progressive greyscale JPEG whose coefficients (2 bytes each) fill 16 MiB."""
+def jpeg_progressive_at_limit(side: int = 2048) -> bytes:
+    """Accepted: a progressive greyscale JPEG whose coefficients (2 bytes each) fill 8 MiB."""
     return _save(_stroke_on_white(side, "L"), "JPEG", quality=90, progressive=True)
 
 
@@ -273,12 +273,12 @@ def _all() -> tuple[WorstCase, ...]:
         for args in [
             ("png_1bit_palette", "digits", png, png_1bit_palette(), "4096x4096 1-bit palette with tRNS", 413),
             ("png_16bit_rgb", "digits", png, png_16bit_rgb(), "4096x4096 16-bit RGB + tRNS, flat grey", 413),
-            ("png_at_decode_limit", "digits", png, png_at_decode_limit(), "4096x4096 8-bit grey", 200),
-            ("png_rgba_at_decode_limit", "digits", png, png_at_decode_limit(2048, "RGBA"), "2048x2048 RGBA", 200),
+            ("png_at_decode_limit", "digits", png, png_at_decode_limit(), "2896x2896 8-bit grey", 200),
+            ("png_rgba_at_decode_limit", "digits", png, png_at_decode_limit(1448, "RGBA"), "1448x1448 RGBA", 200),
             ("png_many_chunks", "digits", png, png_many_chunks(), "~350k empty ancillary chunks", 413),
             ("apng_many_frames", "digits", png, apng_many_frames(), "4096x4096 APNG, ~63k 1x1 frames", 413),
             ("jpeg_progressive_scans", "digits", jpeg, jpeg_progressive_scans(), "~75k repeated scans", 413),
-            ("jpeg_progressive_at_limit", "digits", jpeg, jpeg_progressive_at_limit(), "2896x2896 grey", 200),
+            ("jpeg_progressive_at_limit", "digits", jpeg, jpeg_progressive_at_limit(), "2048x2048 grey", 200),
             ("jpeg_large_baseline", "digits", jpeg, jpeg_large_baseline(), "4096x4096 colour noise", 200),
             ("json_v2_at_limit", "digits", JSON, json_v2_at_limit(), "v2 [64, 28, 28], 50,176 numbers", 200),
             ("json_v2_deep", "digits", JSON, json_v2_deep(), "v2 data nested to depth 8, ~1.9M numbers", 413),
