@@ -1,5 +1,6 @@
-"""TorchServe handlers and the pure request codecs they adapt.
+"""TorchServe's handler entry point (`handler.py`) and the pure codecs it adapts.
 
-The codec modules (`codec`, `digits_codec`, `diabetes_codec`) never import `ts`: tests call
-them directly, and the model logic could move to another server unchanged.
+A codec (`image_codec`, `tabular_codec`, one per input kind, over `codec`, `oip`, `answers`)
+never imports `ts`: tests call it directly, and the model logic could move to another server
+unchanged. `contracts` holds what a model declares about its input and output.
 """

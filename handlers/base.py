@@ -7,6 +7,7 @@ valid ones share one batched forward pass and get their answers in their own pos
 from __future__ import annotations
 
 import hmac
+import importlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from handlers import runtime
+from handlers import contracts, runtime
 from handlers.codec import Decoded, Limits, Payload, RequestError, non_finite_output, request_payload, undecodable
 
 logger = logging.getLogger(__name__)
@@ -59,14 +60,17 @@ def select_device(gpu_id: int | None, cuda_available: bool) -> torch.device:
 
 
 class BatchHandler:
-    """Subclasses define `decode(payload)` and `encode(outputs, decoded)`; this does the rest."""
+    """Decodes each request with the archive's codec, runs one forward pass, encodes each answer."""
 
     def initialize(self, context: Any) -> None:
         props = context.system_properties
         self.model_name = context.model_name
         self.model_dir = props["model_dir"]
         settings = (context.model_yaml_config or {}).get("handler", {}) or {}
-        self.limits = Limits.from_mapping(settings)
+        self.limits = Limits.from_mapping(settings.get("limits", {}))
+        self.contract = contracts.from_yaml(settings)
+        # Only the declared kind's codec is imported (and only its modules are in the archive).
+        self.codec = importlib.import_module(f"handlers.{self.contract.kind}_codec")
         # The runtimes' default (one thread per core, per worker) oversubscribes small machines.
         self.threads = int(settings.get("threads", DEFAULT_THREADS))
         device = select_device(props.get("gpu_id"), torch.cuda.is_available())
@@ -74,17 +78,13 @@ class BatchHandler:
         self.runtime = runtime.load(os.path.join(self.model_dir, serialized), device, self.threads)
         with open(os.path.join(self.model_dir, MODEL_CARD)) as f:
             self.card = json.load(f)
-        self.load_extras()
         self.initialized = True
 
-    def load_extras(self) -> None:
-        """Hook for model-specific files in the archive (labels, ...)."""
-
     def decode(self, payload: Payload) -> Decoded:
-        raise NotImplementedError
+        return self.codec.decode_request(payload, self.contract, self.limits)
 
     def encode(self, outputs: np.ndarray, decoded: Decoded) -> Any:
-        raise NotImplementedError
+        return self.codec.encode_outputs(outputs, decoded, self.contract, self.model_name)
 
     def describe(self) -> dict[str, Any]:
         """What `GET /models/<name>?customized=true` shows: the card plus the live limits."""

@@ -1,1 +1,1 @@
-"""Model definitions: one module per model, each with its config dataclass and no I/O."""
+"""Model modules: one per model, each declaring `SPEC` (training/specs.py); see the README guide."""

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from training.export import FORMATS
-from training.specs import SPECS
+from training.registry import SPECS
 from tsforge import build, serve
+from tsforge.client import CONTENT_TYPES
+from tsforge.paths import EXAMPLES
 
 
 @dataclass
@@ -34,9 +36,22 @@ class Built:
         return into
 
 
+def example(spec) -> tuple[bytes, str]:
+    """A model's declared example request: (body, Content-Type)."""
+    path = EXAMPLES / spec.example
+    return path.read_bytes(), CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+
+
+def row_shape(spec) -> tuple[int, ...]:
+    """One input row's shape, from the model's contract: what an Open Inference Protocol tensor carries."""
+    if spec.contract.kind == "image":
+        return (spec.contract.side, spec.contract.side)
+    return (len(spec.contract.features),)
+
+
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """Both models trained once, then exported, gated and archived in both formats (~1 min)."""
+    """Every registered model trained once, then exported, gated and archived in both formats."""
     root = tmp_path_factory.mktemp("build")
     result = Built(store=root / "model_store", artifacts=root / "artifacts")
     for spec in SPECS.values():
@@ -57,7 +72,7 @@ def running_torchserve(store: Path, run_dir: Path, models: list[str] | None = No
 
 @pytest.fixture(scope="session")
 def served(built, tmp_path_factory):
-    """One TorchServe for the integration tests, all four archives registered over the API."""
+    """One TorchServe for the integration tests, every archive registered over the API."""
     import requests
 
     with running_torchserve(built.store, tmp_path_factory.mktemp("ts")) as srv:

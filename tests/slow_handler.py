@@ -1,12 +1,12 @@
-"""A diabetes handler that sleeps `-age` seconds when age is negative: a stand-in for an
+"""A tabular handler that sleeps `-age` seconds when the first feature (age) is negative: a stand-in for an
 inference that outlives responseTimeout, archived only by the fault tests."""
 
 import time
 
-from handlers.diabetes_handler import DiabetesHandler
+from handlers.handler import Handler
 
 
-class SlowDiabetesHandler(DiabetesHandler):
+class SlowHandler(Handler):
     def decode(self, payload):
         decoded = super().decode(payload)
         if decoded.rows[0, 0] < 0:

@@ -7,16 +7,21 @@ import zipfile
 import pytest
 import yaml
 
+from handlers import contracts
 from training.export import FORMATS
-from training.specs import DIABETES
+from training.registry import SPECS
 from tsforge import archive
 
+DIABETES = SPECS["diabetes"]
+KINDS = {spec.contract.kind for spec in SPECS.values()} | set(contracts.CONTRACTS)
 
-@pytest.mark.parametrize("model, handler", [("digits", "digits_handler.py"), ("diabetes", "diabetes_handler.py")])
+
+@pytest.mark.parametrize("model", list(SPECS))
 @pytest.mark.parametrize("runtime", ["torchscript", "onnx"])
-def test_archive_holds_model_handler_package_config_and_card(built, model, handler, runtime):
-    fmt = FORMATS[runtime]
+def test_archive_holds_model_handler_package_config_and_card(built, model, runtime):
+    fmt, spec, handler = FORMATS[runtime], SPECS[model], "handler.py"
     name, serialized = fmt.served_name(model), f"{model}{fmt.shipped_suffix}"
+    kind = spec.contract.kind
     with zipfile.ZipFile(built.archive(name)) as z:
         names = set(z.namelist())
         assert {
@@ -25,9 +30,13 @@ def test_archive_holds_model_handler_package_config_and_card(built, model, handl
             "handlers/base.py",
             "handlers/codec.py",
             "handlers/runtime.py",
+            "handlers/contracts.py",
+            f"handlers/{kind}_codec.py",
             "model-config.yaml",
             "model_card.json",
         } <= names
+        # Only the code it runs: no other kind's codec.
+        assert not {f"handlers/{other}_codec.py" for other in KINDS - {kind}} & names
         assert not any(n.endswith((".pyc", ".pt" if runtime == "onnx" else ".onnx")) for n in names)
         assert not any("__pycache__" in n for n in names)
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
@@ -41,8 +50,10 @@ def test_archive_holds_model_handler_package_config_and_card(built, model, handl
     )
     assert "modelFile" not in model_entry  # an exported graph only: the worker needs no model code
     assert {"batchSize", "maxBatchDelay", "minWorkers", "maxWorkers", "responseTimeout"} <= set(config)
-    assert config["batchSize"] > 1 and config["handler"]["threads"] >= 1
+    assert config["batchSize"] == spec.serving.batch_size and config["handler"]["threads"] >= 1
+    assert contracts.from_yaml(config["handler"]) == spec.contract  # kind, features, labels
     assert (card["name"], card["runtime"], card["train_config"]["seed"]) == (name, runtime, 42)
+    assert card["kind"] == kind and card["schema"]["input"] and card["schema"]["output"]
     assert card["exported_with"]["torch"].startswith("2.13.0")
     assert ("onnxruntime" in card["exported_with"]) == (runtime == "onnx")
     parity, quality = card["gates"]
@@ -51,16 +62,11 @@ def test_archive_holds_model_handler_package_config_and_card(built, model, handl
 
 
 def test_both_formats_come_from_one_training_run(built):
-    for model in ("digits", "diabetes"):
+    for model in SPECS:
         cards = [
             json.loads(zipfile.ZipFile(built.archive(n)).read("model_card.json")) for n in (model, f"{model}-onnx")
         ]
         assert cards[0]["metrics"] == cards[1]["metrics"] and cards[0]["best_epoch"] == cards[1]["best_epoch"]
-
-
-def test_digits_archive_ships_its_labels(built):
-    with zipfile.ZipFile(built.archive("digits")) as z:
-        assert json.loads(z.read("index_to_name.json")) == {str(i): str(i) for i in range(10)}
 
 
 def test_a_failed_archiver_run_leaves_no_partial_archive(built, tmp_path, monkeypatch):

@@ -13,13 +13,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from handlers import diabetes_codec, digits_codec
+from handlers import image_codec, tabular_codec
 from handlers.codec import Decoded, Limits, Payload, RequestError
+from tests.conftest import row_shape
+from training.registry import SPECS
 from tsforge.paths import EXAMPLES
 from tsforge.worst_cases import case_exif_rotated_jpeg, case_white_on_transparent_png
 
 LIMITS = Limits()
-CODECS = {"digits": digits_codec, "diabetes": diabetes_codec}
+# Every registered model's codec and contract: a new model is fuzzed the moment it exists.
+CODECS = {
+    name: ({"image": image_codec, "tabular": tabular_codec}[spec.contract.kind], spec.contract)
+    for name, spec in SPECS.items()
+}
+IMAGE_MODELS = [name for name, spec in SPECS.items() if spec.contract.kind == "image"]
 MEDIA = ["", "image/png", "image/jpeg", "application/json", "application/octet-stream", "multipart/form-data"]
 SEEDS = [
     (EXAMPLES / "mnist-3.png").read_bytes(),
@@ -31,7 +38,8 @@ FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCh
 
 def decodes_or_refuses(model: str, body, media: str) -> None:
     try:
-        decoded = CODECS[model].decode_request(Payload(body, media), LIMITS)
+        codec, contract = CODECS[model]
+        decoded = codec.decode_request(Payload(body, media), contract, LIMITS)
     except RequestError as e:
         assert 400 <= e.status < 500 and e.code and e.detail
         json.dumps(e.body(), allow_nan=False)
@@ -81,9 +89,9 @@ shaped = st.dictionaries(keys, json_values, max_size=4) | st.lists(st.dictionari
 
 
 @FAST
-@given(body=st.one_of(images(), mutated()), media=st.sampled_from(MEDIA))
-def test_any_image_bytes_decode_or_are_refused(body, media):
-    decodes_or_refuses("digits", body, media)
+@given(model=st.sampled_from(IMAGE_MODELS), body=st.one_of(images(), mutated()), media=st.sampled_from(MEDIA))
+def test_any_image_bytes_decode_or_are_refused(model, body, media):
+    decodes_or_refuses(model, body, media)
 
 
 @FAST
@@ -101,8 +109,7 @@ def test_any_json_document_decodes_or_is_refused(model, doc, raw):
     datatype=st.sampled_from(["FP32", "INT64", "BYTES", "BOOL", 3]),
 )
 def test_any_open_inference_protocol_tensor_decodes_or_is_refused(model, rows, data, datatype):
-    row_shape = [10] if model == "diabetes" else [28, 28]
-    doc = {"inputs": [{"name": "x", "shape": [rows, *row_shape], "datatype": datatype, "data": data}]}
+    doc = {"inputs": [{"name": "x", "shape": [rows, *row_shape(SPECS[model])], "datatype": datatype, "data": data}]}
     decodes_or_refuses(model, json.dumps(doc).encode(), "application/json")
 
 

@@ -8,16 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handlers import diabetes_codec, digits_codec
+from handlers import answers, image_codec, tabular_codec
 from handlers.codec import Limits, Payload, RequestError
+from training.registry import SPECS
 from tsforge.paths import EXAMPLES
 
 LIMITS = Limits()
+DIGITS, DIABETES = SPECS["digits"].contract, SPECS["diabetes"].contract
 
 
 def digit(body, media_type=""):
     """Decode one digits request that carries a single image: its (28, 28) pixels."""
-    decoded = digits_codec.decode_request(Payload(body, media_type), LIMITS)
+    decoded = image_codec.decode_request(Payload(body, media_type), DIGITS, LIMITS)
     assert decoded.form == "single" and decoded.rows.shape == (1, 1, 28, 28)
     return decoded.rows[0, 0]
 
@@ -58,7 +60,7 @@ def test_base64_and_pixel_json_inputs_match_the_raw_body():
 
 def test_encode_response_gives_the_top5_probabilities_in_order():
     logits = np.array([0, 1, 5, 2, 0, 0, 0, 3, 0, 4], dtype=np.float32)
-    answer = digits_codec.encode_response(logits, [str(i) for i in range(10)])
+    answer = answers.classification(logits, DIGITS.labels)
     assert answer["label"] == 2
     assert list(answer["probabilities"]) == ["2", "9", "7", "3", "1"]
     assert sum(answer["probabilities"].values()) < 1.0
@@ -78,28 +80,23 @@ def test_encode_response_gives_the_top5_probabilities_in_order():
 )
 def test_bad_digit_requests_are_refused_with_a_code(body, status, code):
     with pytest.raises(RequestError) as e:
-        digits_codec.decode_request(Payload(body), LIMITS)
+        image_codec.decode_request(Payload(body), DIGITS, LIMITS)
     assert (e.value.status, e.value.code) == (status, code)
 
 
 def test_an_image_over_the_pixel_limit_is_refused_before_decoding():
     big = png(Image.new("L", (300, 300)))
     with pytest.raises(RequestError) as e:
-        digits_codec.decode_request(Payload(big), Limits(max_image_pixels=200 * 200))
+        image_codec.decode_request(Payload(big), DIGITS, Limits(max_image_pixels=200 * 200))
     assert (e.value.status, e.value.code) == (413, "image_too_large")
 
 
 def test_diabetes_features_decode_in_order():
     doc = json.loads((EXAMPLES / "diabetes.json").read_text())
-    decoded = diabetes_codec.decode_request(Payload(json.dumps(doc).encode(), "application/json"), LIMITS)
+    decoded = tabular_codec.decode_request(Payload(json.dumps(doc).encode(), "application/json"), DIABETES, LIMITS)
     assert decoded.form == "single" and decoded.rows[0].tolist() == pytest.approx(doc["features"])
-    assert diabetes_codec.encode_response(np.float32(151.5)) == {"prediction": 151.5}
-
-
-def test_diabetes_feature_names_match_scikit_learn():
-    from sklearn.datasets import load_diabetes
-
-    assert tuple(load_diabetes().feature_names) == diabetes_codec.FEATURE_NAMES
+    answer = tabular_codec.encode_outputs(np.array([151.5], np.float32), decoded, DIABETES, "diabetes")
+    assert answer == {"prediction": 151.5}
 
 
 @pytest.mark.parametrize(
@@ -117,29 +114,29 @@ def test_diabetes_feature_names_match_scikit_learn():
 )
 def test_bad_diabetes_requests_are_refused_with_a_code(body, code):
     with pytest.raises(RequestError) as e:
-        diabetes_codec.decode_request(Payload(body), LIMITS)
+        tabular_codec.decode_request(Payload(body), DIABETES, LIMITS)
     assert e.value.status == 400 and e.value.code == code
 
 
 def diabetes(doc, media_type="application/json"):
-    return diabetes_codec.decode_request(Payload(json.dumps(doc).encode(), media_type), LIMITS)
+    return tabular_codec.decode_request(Payload(json.dumps(doc).encode(), media_type), DIABETES, LIMITS)
 
 
 def test_diabetes_accepts_named_features_and_lists_of_rows():
     doc = json.loads((EXAMPLES / "diabetes.json").read_text())
-    named = dict(zip(diabetes_codec.FEATURE_NAMES, doc["features"], strict=True))
+    named = dict(zip(DIABETES.features, doc["features"], strict=True))
     single = diabetes(doc).rows
     assert np.array_equal(diabetes(named).rows, single)
     rows = diabetes([doc, named, doc["features"]])
     assert rows.form == "rows" and rows.rows.shape == (3, 10)
     assert all(np.array_equal(r, single[0]) for r in rows.rows)
-    answer = diabetes_codec.encode_outputs(np.array([1.0, 2.0, 3.0], np.float32), rows, "diabetes")
+    answer = tabular_codec.encode_outputs(np.array([1.0, 2.0, 3.0], np.float32), rows, DIABETES, "diabetes")
     assert answer == [{"prediction": 1.0}, {"prediction": 2.0}, {"prediction": 3.0}]
 
 
 def test_named_features_must_be_complete_and_known():
     with pytest.raises(RequestError, match=r"missing \['s6'\], unknown \['zzz'\]") as e:
-        diabetes({**{n: 1 for n in diabetes_codec.FEATURE_NAMES[:-1]}, "zzz": 1})
+        diabetes({**{n: 1 for n in DIABETES.features[:-1]}, "zzz": 1})
     assert e.value.code == "wrong_features"
 
 
@@ -147,20 +144,20 @@ def test_open_inference_protocol_round_trip_for_both_models():
     v2 = {"id": "r1", "inputs": [{"name": "x", "shape": [2, 10], "datatype": "FP32", "data": list(range(20))}]}
     decoded = diabetes(v2)
     assert decoded.form == "v2" and decoded.rows.shape == (2, 10) and decoded.rows[1, 0] == 10
-    answer = diabetes_codec.encode_outputs(np.array([5.0, 6.0], np.float32), decoded, "diabetes")
+    answer = tabular_codec.encode_outputs(np.array([5.0, 6.0], np.float32), decoded, DIABETES, "diabetes")
     assert answer == {
         "model_name": "diabetes",
         "id": "r1",
         "outputs": [{"name": "prediction", "shape": [2], "datatype": "FP32", "data": [5.0, 6.0]}],
     }
     pixels = digit(mnist(4)).tolist()
-    decoded = digits_codec.decode_request(
-        Payload({"inputs": [{"name": "x", "shape": [28, 28], "datatype": "FP32", "data": pixels}]}), LIMITS
+    decoded = image_codec.decode_request(
+        Payload({"inputs": [{"name": "x", "shape": [28, 28], "datatype": "FP32", "data": pixels}]}), DIGITS, LIMITS
     )
     assert decoded.form == "v2" and decoded.rows.shape == (1, 1, 28, 28)
     logits = np.zeros((1, 10), np.float32)
     logits[0, 4] = 5
-    out = digits_codec.encode_outputs(logits, decoded, [str(i) for i in range(10)], "digits")["outputs"]
+    out = image_codec.encode_outputs(logits, decoded, DIGITS, "digits")["outputs"]
     assert [o["name"] for o in out] == ["probabilities", "label"] and out[1]["data"] == [4]
     assert out[0]["shape"] == [1, 10] and sum(out[0]["data"]) == pytest.approx(1.0)
 
@@ -187,13 +184,13 @@ def test_a_wrong_content_type_is_refused_with_415():
         diabetes({"features": list(range(10))}, media_type="text/plain")
     assert (e.value.status, e.value.code) == (415, "unsupported_media_type")
     with pytest.raises(RequestError) as e:
-        digits_codec.decode_request(Payload(mnist(1), "text/html"), LIMITS)
+        image_codec.decode_request(Payload(mnist(1), "text/html"), DIGITS, LIMITS)
     assert e.value.status == 415
 
 
 def test_bytes_declared_as_an_image_that_are_not_one_are_refused():
     with pytest.raises(RequestError) as e:
-        digits_codec.decode_request(Payload(b'{"pixels": 1}', "image/png"), LIMITS)
+        image_codec.decode_request(Payload(b'{"pixels": 1}', "image/png"), DIGITS, LIMITS)
     assert (e.value.status, e.value.code) == (415, "unsupported_image")
 
 
@@ -202,14 +199,14 @@ def test_json_already_parsed_by_torchserve_is_still_depth_checked():
     for _ in range(20):
         nested = [nested]
     with pytest.raises(RequestError) as e:
-        diabetes_codec.decode_request(Payload({"features": nested}), LIMITS)
+        tabular_codec.decode_request(Payload({"features": nested}), DIABETES, LIMITS)
     assert e.value.code == "json_too_deep"
 
 
 def test_a_body_over_the_size_limit_is_refused_with_413():
     huge = b'{"features": [' + b"1," * 3_000_000 + b"1]}"
     with pytest.raises(RequestError) as e:
-        diabetes_codec.decode_request(Payload(huge), LIMITS)
+        tabular_codec.decode_request(Payload(huge), DIABETES, LIMITS)
     assert (e.value.status, e.value.code) == (413, "body_too_large")
 
 
@@ -219,3 +216,32 @@ def test_the_device_is_the_assigned_gpu_only_when_cuda_is_available():
     assert str(select_device(1, cuda_available=True)) == "cuda:1"
     assert str(select_device(None, cuda_available=True)) == "cpu"
     assert str(select_device(0, cuda_available=False)) == "cpu"
+
+
+CLASSIFIERS = [s for s in SPECS.values() if s.classifier and s.contract.kind == "tabular"]
+
+
+@pytest.mark.parametrize("spec", CLASSIFIERS, ids=lambda s: s.name)
+def test_a_tabular_classifier_answers_with_its_own_label_names(spec):
+    contract = spec.contract
+    decoded = tabular_codec.decode_request(Payload((EXAMPLES / spec.example).read_bytes()), contract, LIMITS)
+    logits = np.zeros((1, len(contract.labels)), np.float32)
+    logits[0, -1] = 4.0
+    answer = tabular_codec.encode_outputs(logits, decoded, contract, spec.name)
+    assert answer["label"] == answers.label_value(contract.labels[-1])
+    assert list(answer["probabilities"])[0] == contract.labels[-1]
+    v2 = {
+        "inputs": [
+            {"name": "x", "shape": [1, len(contract.features)], "datatype": "FP32", "data": decoded.rows[0].tolist()}
+        ]
+    }
+    decoded = tabular_codec.decode_request(Payload(json.dumps(v2).encode()), contract, LIMITS)
+    label = tabular_codec.encode_outputs(logits, decoded, contract, spec.name)["outputs"][1]
+    numeric = all(isinstance(answers.label_value(x), int) for x in contract.labels)
+    assert label["datatype"] == ("INT64" if numeric else "BYTES") and label["data"] == [answer["label"]]
+
+
+def test_labels_that_are_not_numbers_answer_as_names():
+    assert answers.label_value("7") == 7 and answers.label_value("class_0") == "class_0"
+    out = answers.classification_v2(np.array([[0.0, 3.0]], np.float32), ("cat", "dog"))
+    assert out[1] == {"name": "label", "shape": [1], "datatype": "BYTES", "data": ["dog"]}

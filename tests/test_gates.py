@@ -11,9 +11,12 @@ import torch
 from handlers import runtime
 from training import export
 from training.gates import GateFailed, enforce, parity_gate, quality_gate
-from training.specs import DIABETES
+from training.registry import SPECS
+from training.specs import Gate
 from training.train import train
 from tsforge import build
+
+DIABETES = SPECS["diabetes"]
 
 TS, ONNX = export.FORMATS["torchscript"], export.FORMATS["onnx"]
 
@@ -101,7 +104,7 @@ def test_quality_gate_names_metric_value_and_threshold():
 def test_a_failing_gate_stops_the_build_and_writes_no_archive(tmp_path, monkeypatch, fmt, gate):
     spec = replace(DIABETES, train=replace(DIABETES.train, epochs=5))
     if gate == "quality":
-        spec, message = replace(spec, gate_threshold=0.99), "gate 'quality' failed: held-out r2 = .* < threshold 0.99"
+        spec, message = replace(spec, gate=Gate("r2", 0.99)), "gate 'quality' failed: held-out r2 = .* < threshold 0.99"
     else:  # an exporter that gets the graph wrong: what the parity gate is there to catch
         broken = replace(fmt, export=lambda model, path, example: fmt.export(drifted(model), path, example))
         monkeypatch.setitem(export.FORMATS, fmt.name, broken)
@@ -127,3 +130,9 @@ def test_a_failing_onnx_export_stops_the_build_with_a_clear_message_and_no_files
     )
     assert not any((tmp_path / "store").glob("*.mar"))
     assert list((tmp_path / "art" / "diabetes" / "onnx").iterdir()) == []  # no half-written file
+
+
+def test_a_lower_is_better_gate_passes_at_or_below_its_threshold():
+    assert quality_gate("mae", 40.0, 45.0, higher_is_better=False).passed
+    failed = quality_gate("mae", 50.0, 45.0, higher_is_better=False)
+    assert not failed.passed and failed.detail == "held-out mae = 50.0000 > threshold 45"

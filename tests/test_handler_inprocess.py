@@ -10,24 +10,26 @@ import torch
 import yaml
 from ts.context import Context, RequestProcessor
 
-from handlers import digits_codec
+from handlers import answers as answers_
+from handlers import image_codec
 from handlers import runtime as runtimes
 from handlers.base import KEY_FILE_ENV
 from handlers.codec import Payload
-from handlers.diabetes_handler import DiabetesHandler
-from handlers.digits_handler import DigitsHandler
+from handlers.handler import Handler
+from tests.conftest import example, row_shape
 from training.export import FORMATS
+from training.registry import SPECS
 from tsforge.paths import EXAMPLES
 
 RUNTIMES = list(FORMATS)
 
 
-def load(handler_cls, built, name, tmp_path):
+def load(built, name, tmp_path):
     model_dir = built.unpacked(name, tmp_path / name)
     manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text())
     config = yaml.safe_load((model_dir / "model-config.yaml").read_text())
     ctx = Context(name, str(model_dir), manifest, 8, None, "0.12.0", model_yaml_config=config)
-    handler = handler_cls()
+    handler = Handler()
     handler.initialize(ctx)
     return handler, ctx
 
@@ -41,16 +43,15 @@ def run(handler, ctx, batch, headers=None):
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_digits_batch_answers_each_image_like_the_model_alone(built, tmp_path, runtime):
-    handler, ctx = load(DigitsHandler, built, FORMATS[runtime].served_name("digits"), tmp_path)
+    handler, ctx = load(built, FORMATS[runtime].served_name("digits"), tmp_path)
     assert handler.runtime.name == runtime
     bodies = [(EXAMPLES / f"mnist-{i}.png").read_bytes() for i in range(10)]
     answers, statuses = run(handler, ctx, [{"body": b} for b in bodies])
     assert statuses == [200] * 10
     model = runtimes.load(str(built.exported("digits", runtime)), torch.device("cpu"), threads=1)
     for body, answer in zip(bodies, answers, strict=True):
-        pixels = digits_codec.decode_request(Payload(body), handler.limits).rows
-        logits = model(pixels)[0]
-        alone = digits_codec.encode_response(logits, handler.labels)
+        pixels = image_codec.decode_request(Payload(body), handler.contract, handler.limits).rows
+        alone = answers_.classification(model(pixels)[0], handler.contract.labels)
         assert answer["label"] == alone["label"]
         assert answer["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-6)
     # Real-world check (not a tuning target): most of the ten real MNIST digits are right.
@@ -59,7 +60,7 @@ def test_digits_batch_answers_each_image_like_the_model_alone(built, tmp_path, r
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_one_bad_request_gets_its_own_4xx_and_the_rest_of_the_batch_succeeds(built, tmp_path, runtime):
-    handler, ctx = load(DiabetesHandler, built, FORMATS[runtime].served_name("diabetes"), tmp_path)
+    handler, ctx = load(built, FORMATS[runtime].served_name("diabetes"), tmp_path)
     good = (EXAMPLES / "diabetes.json").read_bytes()
     batch = [{"body": good}, {"body": b'{"features": [1, 2]}'}, {"body": json.loads(good)}, {"body": b""}]
     answers, statuses = run(handler, ctx, batch)
@@ -71,7 +72,7 @@ def test_one_bad_request_gets_its_own_4xx_and_the_rest_of_the_batch_succeeds(bui
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_a_failing_forward_pass_answers_500_json_and_the_handler_keeps_working(built, tmp_path, runtime):
-    handler, ctx = load(DiabetesHandler, built, FORMATS[runtime].served_name("diabetes"), tmp_path)
+    handler, ctx = load(built, FORMATS[runtime].served_name("diabetes"), tmp_path)
     good = {"body": (EXAMPLES / "diabetes.json").read_bytes()}
     model = handler.runtime
 
@@ -89,7 +90,7 @@ def test_a_failing_forward_pass_answers_500_json_and_the_handler_keeps_working(b
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_random_batches_with_bad_requests_interleaved_answer_each_good_one_as_alone(built, tmp_path, runtime):
     """Property-style: whatever the mix and order, a good request's answer is its answer alone."""
-    handler, ctx = load(DigitsHandler, built, FORMATS[runtime].served_name("digits"), tmp_path)
+    handler, ctx = load(built, FORMATS[runtime].served_name("digits"), tmp_path)
     images = [(EXAMPLES / f"mnist-{i}.png").read_bytes() for i in range(10)]
     good = [{"body": b} for b in images] + [
         {"body": json.dumps({"image": base64.b64encode(images[3]).decode()}).encode()},
@@ -114,7 +115,7 @@ def test_random_batches_with_bad_requests_interleaved_answer_each_good_one_as_al
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_rows_and_v2_requests_share_a_batch_with_single_ones(built, tmp_path, runtime):
-    handler, ctx = load(DiabetesHandler, built, FORMATS[runtime].served_name("diabetes"), tmp_path)
+    handler, ctx = load(built, FORMATS[runtime].served_name("diabetes"), tmp_path)
     doc = json.loads((EXAMPLES / "diabetes.json").read_text())
     single = run(handler, ctx, [{"body": doc}])[0][0]["prediction"]
     v2 = {"inputs": [{"name": "x", "shape": [2, 10], "datatype": "FP64", "data": doc["features"] * 2}]}
@@ -126,7 +127,7 @@ def test_rows_and_v2_requests_share_a_batch_with_single_ones(built, tmp_path, ru
 
 
 def test_the_content_type_comes_from_torchserve_request_headers(built, tmp_path):
-    handler, ctx = load(DiabetesHandler, built, "diabetes", tmp_path)
+    handler, ctx = load(built, "diabetes", tmp_path)
     body = (EXAMPLES / "diabetes.json").read_bytes()
     headers = [{"body": {"content-type": "text/plain"}}, {"Content-Type": "application/json; charset=utf-8"}]
     answers, statuses = run(handler, ctx, [{"body": body}, {"body": body}], headers)
@@ -136,7 +137,7 @@ def test_the_content_type_comes_from_torchserve_request_headers(built, tmp_path)
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_describe_returns_the_model_card_only_to_the_management_key(built, tmp_path, runtime, monkeypatch):
     name = FORMATS[runtime].served_name("digits")
-    handler, ctx = load(DigitsHandler, built, name, tmp_path)
+    handler, ctx = load(built, name, tmp_path)
     key_file = tmp_path / "key_file.json"
     key_file.write_text(json.dumps({"management": {"key": "m-key"}, "inference": {"key": "i-key"}}))
     monkeypatch.setenv(KEY_FILE_ENV, str(key_file))
@@ -156,3 +157,35 @@ def test_describe_returns_the_model_card_only_to_the_management_key(built, tmp_p
     assert statuses == [200, 200] and answers[0]["label"] == 7
     monkeypatch.delenv(KEY_FILE_ENV)  # no key file known: no card for anyone
     assert "gates" not in run(handler, ctx, [{}], [describe])[0][0]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("name", list(SPECS))
+def test_every_model_answers_its_example_alone_in_a_batch_and_over_the_protocol(built, tmp_path, name, runtime):
+    """Every registered model: its example, three copies in a batch with a bad request, and an
+    Open Inference Protocol tensor of its row shape, each answered in the right form."""
+    spec = SPECS[name]
+    handler, ctx = load(built, FORMATS[runtime].served_name(name), tmp_path)
+    body, media = example(spec)
+    headers = {"body": {"content-type": media}}
+    (alone,), (status,) = run(handler, ctx, [{"body": body}], [headers])
+    assert status == 200 and ("label" in alone if spec.classifier else "prediction" in alone)
+    if spec.classifier:
+        assert alone["label"] in {answers_.label_value(x) for x in spec.contract.labels}
+    batch = [{"body": body}, {"body": b"\x00 not valid"}, {"body": body}, {"body": body}]
+    answers, statuses = run(handler, ctx, batch, [headers, {"body": {"content-type": media}}, headers, headers])
+    assert statuses[0] == statuses[2] == statuses[3] == 200 and 400 <= statuses[1] < 500
+    for other in (answers[2], answers[3]):  # one forward pass: rows may differ in the last bits
+        if spec.classifier:
+            assert other["label"] == answers[0]["label"]
+            assert other["probabilities"] == pytest.approx(answers[0]["probabilities"], abs=1e-6)
+        else:
+            assert other["prediction"] == pytest.approx(answers[0]["prediction"], abs=1e-4)
+    zeros = np.zeros((2, *row_shape(spec)), np.float32)
+    v2 = {
+        "id": "t",
+        "inputs": [{"name": "x", "shape": list(zeros.shape), "datatype": "FP32", "data": zeros.ravel().tolist()}],
+    }
+    (out,), (status,) = run(handler, ctx, [{"body": json.dumps(v2).encode()}])
+    assert status == 200 and out["model_name"] == FORMATS[runtime].served_name(name) and out["id"] == "t"
+    assert [o["shape"][0] for o in out["outputs"]] == [2] * len(out["outputs"])

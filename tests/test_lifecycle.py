@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.conftest import running_torchserve
-from training.specs import DIABETES, DIGITS
+from training.registry import SPECS
 from tsforge import archive, build, serve
 from tsforge.client import Client, ServerError, healthy
 from tsforge.paths import CONFIG, EXAMPLES
@@ -30,16 +30,14 @@ def store(built, tmp_path_factory):
     store = tmp_path_factory.mktemp("lifecycle-store")
     for name in ("digits", "diabetes"):
         shutil.copy(built.archive(name), store)
-    v2 = replace(DIGITS, train=replace(DIGITS.train, seed=7))
+    digits, diabetes = SPECS["digits"], SPECS["diabetes"]
+    v2 = replace(digits, train=replace(digits.train, seed=7))
     build.build(v2, store=store, artifacts=built.artifacts, version="2.0", archive_name="digits-v2", progress=False)
-    slow = replace(
-        DIABETES,
-        name="slow",
-        handler=str(Path(__file__).with_name("slow_handler.py")),
-        serving=replace(DIABETES.serving, response_timeout_s=2),
-    )
+    slow = replace(diabetes, name="slow", serving=replace(diabetes.serving, response_timeout_s=2))
     card = json.loads((built.artifacts / "diabetes" / "torchscript" / build.MODEL_CARD).read_text())
-    archive.build_archive(slow, built.exported("diabetes"), card, store)
+    archive.build_archive(
+        slow, built.exported("diabetes"), card, store, handler=Path(__file__).with_name("slow_handler.py")
+    )
     return store
 
 

@@ -1,7 +1,9 @@
+import pytest
 import torch
 
 from models.diabetes import DiabetesConfig, DiabetesRegressor
 from models.digits import DigitsCNN, DigitsConfig
+from training.registry import SPECS
 
 
 def test_digits_cnn_maps_a_batch_of_28x28_images_to_10_logits():
@@ -27,7 +29,9 @@ def test_diabetes_scaling_lives_inside_the_model():
     assert torch.allclose(model(x), model.forward_scaled(x) * y.std() + y.mean(), atol=1e-3)
 
 
-def test_both_models_script_and_keep_their_outputs():
-    for model, x in ((DigitsCNN().eval(), torch.rand(3, 1, 28, 28)), (DiabetesRegressor().eval(), torch.randn(3, 10))):
-        scripted = torch.jit.script(model)
-        assert torch.equal(scripted(x), model(x))
+@pytest.mark.parametrize("name", list(SPECS))
+def test_every_registered_model_scripts_and_keeps_its_outputs(name):
+    spec = SPECS[name]
+    model = spec.build(spec.model_config()).eval()
+    x = spec.splits(42).val.x[:3]
+    assert torch.equal(torch.jit.script(model)(x), model(x))

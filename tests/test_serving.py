@@ -8,31 +8,62 @@ import pytest
 import requests
 import torch
 
-from handlers import digits_codec
+from handlers import image_codec
+from handlers.answers import classification
 from handlers.codec import Limits, Payload
+from tests.conftest import example, row_shape
+from training.export import FORMATS
+from training.registry import SPECS
 from tsforge import build, client
 from tsforge.paths import EXAMPLES
 
 pytestmark = pytest.mark.integration
 
 
-def test_all_four_archives_are_registered_with_a_ready_worker(served):
+def test_every_archive_is_registered_with_its_declared_batch_size_and_a_ready_worker(served):
     r = requests.get(f"{served.management_url}/models", headers=served.headers("management"), timeout=10)
-    assert {m["modelName"] for m in r.json()["models"]} == {"digits", "digits-onnx", "diabetes", "diabetes-onnx"}
+    assert {m["modelName"] for m in r.json()["models"]} == set(build.SERVED)
     for name in build.SERVED:
         desc = requests.get(f"{served.management_url}/models/{name}", headers=served.headers("management"), timeout=10)
         (model,) = desc.json()
-        assert model["batchSize"] == 8 and model["workers"][0]["status"] == "READY"
+        spec = SPECS[name.removesuffix(FORMATS["onnx"].suffix)]
+        assert model["batchSize"] == spec.serving.batch_size and model["workers"][0]["status"] == "READY"
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_every_model_answers_its_example_in_both_runtimes_and_over_the_protocol(served, name):
+    spec = SPECS[name]
+    body, media = example(spec)
+    answers = []
+    for served_name in (fmt.served_name(name) for fmt in FORMATS.values()):
+        r = requests.post(
+            f"{served.inference_url}/predictions/{served_name}",
+            data=body,
+            headers={**served.headers(), "Content-Type": media},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        answers.append(r.json())
+    if spec.classifier:  # same class; probabilities within the ONNX parity tolerance
+        assert answers[0]["label"] == answers[1]["label"]
+        assert answers[1]["probabilities"] == pytest.approx(answers[0]["probabilities"], abs=FORMATS["onnx"].tolerance)
+    else:
+        assert answers[1]["prediction"] == pytest.approx(answers[0]["prediction"], abs=FORMATS["onnx"].tolerance)
+    rows = np.full((3, *row_shape(spec)), 0.25, np.float32)
+    v2 = {"inputs": [{"name": "x", "shape": list(rows.shape), "datatype": "FP32", "data": rows.ravel().tolist()}]}
+    r = requests.post(f"{served.inference_url}/v2/models/{name}/infer", json=v2, headers=served.headers(), timeout=60)
+    assert r.status_code == 200 and r.json()["model_name"] == name
+    assert all(out["shape"][0] == 3 for out in r.json()["outputs"])
 
 
 def test_digit_predictions_over_http_equal_the_model_in_process(served, built):
     model = torch.jit.load(str(built.exported("digits")))
-    labels = [str(i) for i in range(10)]
+    contract = SPECS["digits"].contract
     for i in range(10):
         path = EXAMPLES / f"mnist-{i}.png"
         answer = client.Client(served).predict_file("digits", path)
-        pixels = digits_codec.decode_request(Payload(path.read_bytes()), Limits()).rows
-        expected = digits_codec.encode_response(model(torch.from_numpy(pixels)).detach().numpy()[0], labels)
+        pixels = image_codec.decode_request(Payload(path.read_bytes()), contract, Limits()).rows
+        expected = classification(model(torch.from_numpy(pixels)).detach().numpy()[0], contract.labels)
         assert answer["label"] == expected["label"]
         assert answer["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
 

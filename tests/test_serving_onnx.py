@@ -7,8 +7,10 @@ import pytest
 import requests
 
 from training.export import FORMATS
-from training.specs import DIABETES, DIGITS
+from training.registry import SPECS
 from tsforge.paths import EXAMPLES
+
+DIGITS, DIABETES = SPECS["digits"], SPECS["diabetes"]
 
 pytestmark = pytest.mark.integration
 

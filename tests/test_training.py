@@ -5,8 +5,10 @@ from dataclasses import replace
 
 import torch
 
-from training.specs import DIABETES, DIGITS
+from training.registry import SPECS
 from training.train import CHECKPOINT, CURVES, METRICS, load_checkpoint, train
+
+DIGITS, DIABETES = SPECS["digits"], SPECS["diabetes"]
 
 
 def test_a_short_digits_run_on_a_slice_lowers_the_loss_and_writes_artifacts(tmp_path):

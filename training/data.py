@@ -1,4 +1,4 @@
-"""Datasets that ship with scikit-learn (no download), split train / val / test by seed."""
+"""Splits: a model module's arrays, split train / val / test by seed (`split_arrays`)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.datasets import load_diabetes, load_digits
 from sklearn.model_selection import train_test_split
-
-from handlers.digits_codec import to_model_pixels
 
 
 @dataclass
@@ -30,7 +27,8 @@ class Splits:
     test: Split
 
 
-def _split(x: np.ndarray, y: np.ndarray, seed: int, stratify: bool, y_dtype: torch.dtype) -> Splits:
+def split_arrays(x: np.ndarray, y: np.ndarray, seed: int, stratify: bool, y_dtype: torch.dtype) -> Splits:
+    """70 / 15 / 15, stratified by class for classifiers; float32 inputs, `y_dtype` targets."""
     # 70 / 15 / 15: the test split is never seen by early stopping, so the gate is honest.
     x_train, x_rest, y_train, y_rest = train_test_split(
         x, y, test_size=0.3, random_state=seed, stratify=y if stratify else None
@@ -43,16 +41,3 @@ def _split(x: np.ndarray, y: np.ndarray, seed: int, stratify: bool, y_dtype: tor
         return Split(torch.from_numpy(a.astype(np.float32)), torch.as_tensor(b, dtype=y_dtype))
 
     return Splits(make(x_train, y_train), make(x_val, y_val), make(x_test, y_test))
-
-
-def digits_splits(seed: int) -> Splits:
-    """load_digits' 8x8 images (0..16), framed as 1x28x28 MNIST-style pixels in [0, 1]."""
-    data = load_digits()
-    images = np.stack([to_model_pixels(img / 16.0) for img in data.images])[:, None]
-    return _split(images, data.target, seed, stratify=True, y_dtype=torch.long)
-
-
-def diabetes_splits(seed: int) -> Splits:
-    """load_diabetes with raw (unscaled) features: the model standardises them itself."""
-    x, y = load_diabetes(return_X_y=True, scaled=False)
-    return _split(x, y, seed, stratify=False, y_dtype=torch.float32)

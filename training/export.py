@@ -154,5 +154,5 @@ def run_gates(
 ) -> list[GateResult]:
     """Parity on the validation split; quality of the exported model on the held-out test split."""
     parity = parity_gate(eager, exported, splits.val, spec.classifier, tolerance)
-    value = score(spec, exported(splits.test.x), splits.test.y)[spec.gate_metric]
-    return [parity, quality_gate(spec.gate_metric, value, spec.gate_threshold)]
+    value = score(spec, exported(splits.test.x), splits.test.y)[spec.gate.metric]
+    return [parity, quality_gate(spec.gate.metric, value, spec.gate.threshold, spec.gate.higher_is_better)]

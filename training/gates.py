@@ -56,10 +56,10 @@ def parity_gate(
     return GateResult("parity", passed, max_diff, tolerance, detail)
 
 
-def quality_gate(metric: str, value: float, threshold: float) -> GateResult:
-    """Held-out metric at or above its threshold (both metrics here are higher-is-better)."""
-    passed = value >= threshold
-    relation = ">=" if passed else "<"
+def quality_gate(metric: str, value: float, threshold: float, higher_is_better: bool = True) -> GateResult:
+    """Held-out metric on the right side of its threshold (at or above it, or at or below)."""
+    passed = value >= threshold if higher_is_better else value <= threshold
+    relation = (">=" if passed else "<") if higher_is_better else ("<=" if passed else ">")
     return GateResult(
         "quality", passed, value, threshold, f"held-out {metric} = {value:.4f} {relation} threshold {threshold:g}"
     )

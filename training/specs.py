@@ -1,12 +1,15 @@
-"""What differs between the models: architecture, data, loss, metrics, gate and serving settings.
+"""The declaration a model module makes (`SPEC = ModelSpec(...)` in models/<name>.py).
 
-Everything else (the training loop, export, gates, archive) is shared and reads a ModelSpec.
+Everything else (the training loop, export, gates, archive, handler, demo, bench, tests)
+reads a ModelSpec. Defaults come from the task: a classifier gets cross-entropy, accuracy /
+precision / recall / F1 / confusion matrix over its labels; a regressor MSE, MAE and R².
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,9 +17,8 @@ import torchmetrics
 from torch import nn
 from torch.nn import functional as F
 
-from models.diabetes import DiabetesConfig, DiabetesRegressor
-from models.digits import DigitsCNN, DigitsConfig
-from training.data import Split, Splits, diabetes_splits, digits_splits
+from handlers.contracts import Contract
+from training.data import Split, Splits
 
 
 @dataclass
@@ -41,28 +43,17 @@ class ServingConfig:
     workers: int
     threads_per_worker: int
     response_timeout_s: int = 30
+    # Per-request limits (handlers.codec.Limits field -> value) that differ from the defaults.
+    limits: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    classifier: bool
-    model_config: Callable[[], Any]
-    build: Callable[[Any], nn.Module]
-    splits: Callable[[int], Splits]
-    train: TrainConfig
-    loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-    metrics: Callable[[], torchmetrics.MetricCollection]
-    gate_metric: str
-    gate_threshold: float
-    serving: ServingConfig
-    handler: str
-    prepare: Callable[[nn.Module, Split], None] = lambda model, train: None
-    # Applied to each training batch only (never to validation, test or gates).
-    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    # Input and output contract, shown by the management API's describe call.
-    schema: dict[str, Any] = field(default_factory=dict)
+class Gate:
+    """The held-out metric a build must reach, and which way is better."""
+
+    metric: str
+    threshold: float
+    higher_is_better: bool = True
 
 
 def _classification_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -70,118 +61,63 @@ def _classification_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
 
 
 def _regression_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    # Loss in standardised target units keeps the gradient scale sane (targets are ~25..346).
-    target = (y - model.target_mean) / model.target_std
-    return F.mse_loss(model.forward_scaled(x), target)
+    return F.mse_loss(model(x), y)
 
 
-def _random_affine(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Small rotations, shears, scales and shifts: load_digits has few writers, real input many."""
-    n = x.shape[0]
-
-    def uniform(low: float, high: float) -> torch.Tensor:
-        return torch.rand(n, generator=gen) * (high - low) + low
-
-    angle, shear, scale = uniform(-0.26, 0.26), uniform(-0.3, 0.3), uniform(0.85, 1.15)
-    shift = (torch.rand(n, 2, generator=gen) - 0.5) * 0.2  # up to +-2.8 px of 28
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos, -sin + shear * cos, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
-    )
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False)
-
-
-def _digits_metrics() -> torchmetrics.MetricCollection:
+def classification_metrics(num_classes: int) -> torchmetrics.MetricCollection:
     from torchmetrics import classification as C
 
     return torchmetrics.MetricCollection(
         {
-            "accuracy": C.MulticlassAccuracy(num_classes=10, average="micro"),
-            "precision_macro": C.MulticlassPrecision(num_classes=10, average="macro"),
-            "recall_macro": C.MulticlassRecall(num_classes=10, average="macro"),
-            "f1_macro": C.MulticlassF1Score(num_classes=10, average="macro"),
-            "confusion_matrix": C.MulticlassConfusionMatrix(num_classes=10),
+            "accuracy": C.MulticlassAccuracy(num_classes=num_classes, average="micro"),
+            "precision_macro": C.MulticlassPrecision(num_classes=num_classes, average="macro"),
+            "recall_macro": C.MulticlassRecall(num_classes=num_classes, average="macro"),
+            "f1_macro": C.MulticlassF1Score(num_classes=num_classes, average="macro"),
+            "confusion_matrix": C.MulticlassConfusionMatrix(num_classes=num_classes),
         }
     )
 
 
-def _diabetes_metrics() -> torchmetrics.MetricCollection:
+def regression_metrics() -> torchmetrics.MetricCollection:
     return torchmetrics.MetricCollection(
-        {
-            "mse": torchmetrics.MeanSquaredError(),
-            "mae": torchmetrics.MeanAbsoluteError(),
-            "r2": torchmetrics.R2Score(),
-        }
+        {"mse": torchmetrics.MeanSquaredError(), "mae": torchmetrics.MeanAbsoluteError(), "r2": torchmetrics.R2Score()}
     )
 
 
-DIGITS = ModelSpec(
-    name="digits",
-    classifier=True,
-    model_config=DigitsConfig,
-    build=DigitsCNN,
-    splits=digits_splits,
-    train=TrainConfig(epochs=40, batch_size=64, lr=1e-3, weight_decay=1e-4, patience=6),
-    loss=_classification_loss,
-    metrics=_digits_metrics,
-    gate_metric="accuracy",
-    gate_threshold=0.97,
-    # Chosen with `make bench` (README, "Benchmark"): two single-threaded workers beat one
-    # two-threaded worker on 2 cores, and a 1 ms batch delay keeps concurrency-1 latency down
-    # while load still fills batches (0 ms is worse: TorchServe then answers in ~110 ms).
-    serving=ServingConfig(batch_size=8, max_batch_delay_ms=1, workers=2, threads_per_worker=1),
-    handler="digits_handler.py",
-    augment=_random_affine,
-    extra={"labels": [str(i) for i in range(10)]},
-    schema={
-        "input": {
-            "image/png, image/jpeg (body or multipart field)": "any size or mode; light backgrounds inverted",
-            "application/json": ['{"image": "<base64 PNG/JPEG>"}', '{"pixels": [[28 x 28 numbers in 0..1]]}'],
-            "open_inference_protocol": "one tensor, shape [k, 28, 28], numeric datatype, values in 0..1",
-        },
-        "output": {
-            "json": '{"label": int, "probabilities": {label: p}} (top 5)',
-            "open_inference_protocol": ["probabilities [k, 10] FP32", "label [k] INT64"],
-        },
-    },
-)
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model, declared in one module. Training settings are None for a model whose
+    weights come from elsewhere (`weights`, or `tsforge build --weights FILE`)."""
 
-DIABETES = ModelSpec(
-    name="diabetes",
-    classifier=False,
-    model_config=DiabetesConfig,
-    build=DiabetesRegressor,
-    splits=diabetes_splits,
-    train=TrainConfig(epochs=300, batch_size=32, lr=1e-3, weight_decay=1e-2, patience=20),
-    loss=_regression_loss,
-    metrics=_diabetes_metrics,
-    gate_metric="r2",
-    gate_threshold=0.40,
-    serving=ServingConfig(batch_size=8, max_batch_delay_ms=1, workers=1, threads_per_worker=1),
-    handler="diabetes_handler.py",
-    prepare=lambda model, train: model.fit_scaling(train.x, train.y),
-    schema={
-        "input": {
-            "application/json": [
-                '{"features": [age, sex, bmi, bp, s1, s2, s3, s4, s5, s6]} (raw values)',
-                '{"age": ..., "sex": ..., ...} (all ten named)',
-                "[row, row, ...] (each row either form)",
-            ],
-            "open_inference_protocol": "one tensor, shape [k, 10], numeric datatype",
-        },
-        "output": {
-            "json": '{"prediction": float} (a list of them for a list of rows)',
-            "open_inference_protocol": ["prediction [k] FP32"],
-        },
-    },
-)
+    name: str
+    contract: Contract  # what it takes and answers: the input kind's codec derives the rest
+    model_config: Callable[[], Any]  # a dataclass saved inside the checkpoint
+    build: Callable[[Any], nn.Module]
+    splits: Callable[[int], Splits]  # seed -> train / val / test (val gates parity, test quality)
+    gate: Gate
+    serving: ServingConfig
+    example: str  # a request body in examples/, sent by the demo, the benchmark and the tests
+    train: TrainConfig | None = None
+    weights: Callable[[], Path] | None = None  # a state_dict checkpoint or safetensors file
+    seed: int = 42  # the split seed when there is no training
+    loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    prepare: Callable[[nn.Module, Split], None] = lambda model, train: None
+    # Applied to each training batch only (never to validation, test or gates).
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
 
-SPECS: dict[str, ModelSpec] = {s.name: s for s in (DIGITS, DIABETES)}
+    @property
+    def classifier(self) -> bool:
+        return getattr(self.contract, "labels", None) is not None
 
+    @property
+    def gate_metric(self) -> str:
+        return self.gate.metric
 
-def get_spec(name: str) -> ModelSpec:
-    try:
-        return SPECS[name]
-    except KeyError:
-        raise SystemExit(f"unknown model {name!r}: choose one of {', '.join(SPECS)}") from None
+    def metrics(self) -> torchmetrics.MetricCollection:
+        if self.classifier:
+            return classification_metrics(len(self.contract.labels))
+        return regression_metrics()
+
+    def compute_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        default = _classification_loss if self.classifier else _regression_loss
+        return (self.loss or default)(model, x, y)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ def train_one_epoch(
     for idx in torch.randperm(len(data), generator=gen).split(batch_size):
         optimizer.zero_grad()
         x = data.x[idx] if spec.augment is None else spec.augment(data.x[idx], gen)
-        loss = spec.loss(model, x, data.y[idx])
+        loss = spec.compute_loss(model, x, data.y[idx])
         loss.backward()
         optimizer.step()
         total += loss.item() * len(idx)
@@ -74,12 +75,14 @@ def score(spec: ModelSpec, outputs: torch.Tensor, targets: torch.Tensor) -> dict
 def evaluate(model: nn.Module, spec: ModelSpec, data: Split) -> dict[str, Any]:
     """Loss and the spec's torchmetrics on a whole split, in eval mode."""
     model.eval()
-    return {"loss": spec.loss(model, data.x, data.y).item(), **score(spec, model(data.x), data.y)}
+    return {"loss": spec.compute_loss(model, data.x, data.y).item(), **score(spec, model(data.x), data.y)}
 
 
 def train(spec: ModelSpec, out_dir: Path, config: TrainConfig | None = None, progress: bool = True) -> TrainResult:
     """Fit `spec`'s model, keep the best epoch by validation loss, write its artifacts."""
     cfg = config or spec.train
+    if cfg is None:
+        raise ValueError(f"{spec.name} declares no training: package its weights with `tsforge build --weights FILE`")
     seed_everything(cfg.seed)
     splits = spec.splits(cfg.seed)
     train_split = splits.train if cfg.limit is None else Split(splits.train.x[: cfg.limit], splits.train.y[: cfg.limit])
@@ -94,7 +97,7 @@ def train(spec: ModelSpec, out_dir: Path, config: TrainConfig | None = None, pro
 
     out_dir.mkdir(parents=True, exist_ok=True)
     best_loss, best_epoch, best_state, history = float("inf"), 0, None, []
-    bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {spec.name}", unit="epoch", disable=not progress, mininterval=1.0)
+    bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {spec.name}", unit="epoch", disable=not progress or not sys.stderr.isatty(), mininterval=1.0)
     for epoch in bar:
         train_loss = train_one_epoch(model, spec, train_split, optimizer, cfg.batch_size, gen)
         val = evaluate(model, spec, splits.val)
@@ -130,13 +133,14 @@ def train(spec: ModelSpec, out_dir: Path, config: TrainConfig | None = None, pro
 
 
 def save_checkpoint(
-    path: Path, spec: ModelSpec, model_config: Any, cfg: TrainConfig, model: nn.Module, epoch: int
+    path: Path, spec: ModelSpec, model_config: Any, cfg: TrainConfig | None, model: nn.Module, epoch: int
 ) -> None:
-    """state_dict beside the configs that built it, so the checkpoint rebuilds its own model."""
+    """state_dict beside the configs that built it, so the checkpoint rebuilds its own model
+    (`cfg` is None for weights trained elsewhere)."""
     payload = {
         "model": spec.name,
         "model_config": asdict(model_config),
-        "train_config": asdict(cfg),
+        "train_config": asdict(cfg) if cfg else None,
         "epoch": epoch,
         "state_dict": model.state_dict(),
     }
@@ -145,11 +149,13 @@ def save_checkpoint(
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, spec: ModelSpec) -> tuple[nn.Module, TrainConfig]:
+def load_checkpoint(path: Path, spec: ModelSpec) -> tuple[nn.Module, TrainConfig | None]:
+    """The model and the training settings that produced it (None: weights from elsewhere)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     model = spec.build(replace(spec.model_config(), **payload["model_config"]))
     model.load_state_dict(payload["state_dict"])
-    return model.eval(), TrainConfig(**payload["train_config"])
+    cfg = payload["train_config"]
+    return model.eval(), TrainConfig(**cfg) if cfg else None
 
 
 def write_json(path: Path, data: Any) -> None:

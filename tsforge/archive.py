@@ -1,8 +1,9 @@
 """Package an exported model into `model_store/<name>.mar` with torch-model-archiver.
 
 The archive holds the exported file, TorchScript or ONNX (no model code: the worker needs
-none, and the handler picks the runtime by the file's suffix), the handler
-entry point, the `handlers/` package it imports, model-config.yaml and the model card.
+none, and the handler picks the runtime by the file's suffix), the one handler entry point
+with the handler modules its input kind imports (and no others), model-config.yaml (serving
+settings, the kind, the contract and the limits) and the model card.
 It is written to a temporary folder inside the store and renamed, so an interrupted build
 never leaves a half-written `.mar` where TorchServe would load it.
 """
@@ -20,11 +21,14 @@ from typing import Any
 
 import yaml
 
+from handlers import contracts
 from handlers.base import MODEL_CARD
 from training.specs import ModelSpec
 from tsforge.paths import HANDLERS
+from tsforge.sources import local_imports
 
 MODEL_CONFIG = "model-config.yaml"
+HANDLER = HANDLERS / "handler.py"
 
 
 def model_config_yaml(spec: ModelSpec) -> dict[str, Any]:
@@ -36,17 +40,24 @@ def model_config_yaml(spec: ModelSpec) -> dict[str, Any]:
         "batchSize": s.batch_size,
         "maxBatchDelay": s.max_batch_delay_ms,
         "responseTimeout": s.response_timeout_s,
-        "handler": {"threads": s.threads_per_worker},
+        "handler": {"threads": s.threads_per_worker, **contracts.to_yaml(spec.contract), "limits": dict(s.limits)},
     }
 
 
-def _stage(spec: ModelSpec, card: dict[str, Any], stage: Path) -> Path:
+def handler_files(kind: str, entry: Path = HANDLER) -> list[Path]:
+    """The handler modules an archive of `kind` runs: the entry point, the kind's codec, and
+    what they import. The kind's codec is imported by name at run time, so it is named here."""
+    return local_imports(entry, HANDLERS / f"{kind}_codec.py")
+
+
+def _stage(spec: ModelSpec, card: dict[str, Any], stage: Path, entry: Path) -> Path:
     """Lay out the archive's extra files; returns the folder to pass as --extra-files."""
     extra = stage / "extra"
-    shutil.copytree(HANDLERS, extra / "handlers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (extra / "handlers").mkdir(parents=True)
+    for path in [HANDLERS / "__init__.py", *handler_files(spec.contract.kind, entry)]:
+        if path.parent == HANDLERS:
+            shutil.copy(path, extra / "handlers" / path.name)
     (extra / MODEL_CARD).write_text(json.dumps(card, indent=2))
-    if "labels" in spec.extra:
-        (extra / "index_to_name.json").write_text(json.dumps(dict(enumerate(spec.extra["labels"]))))
     (stage / MODEL_CONFIG).write_text(yaml.safe_dump(model_config_yaml(spec), sort_keys=False))
     return extra
 
@@ -59,19 +70,21 @@ def build_archive(
     version: str = "1.0",
     archive_name: str | None = None,
     model_name: str | None = None,
+    handler: Path = HANDLER,
 ) -> Path:
     """Run torch-model-archiver and move the result into `store` atomically.
 
     The model is named `model_name` (default `spec.name`; `digits-onnx` for the ONNX export)
     inside; `archive_name` only names the file, so a second version (digits-v2.mar, version
-    2.0) registers as another version of `digits`.
+    2.0) registers as another version of `digits`. `handler` is the entry point (tests pass
+    their own subclass of Handler).
     """
     model_name = model_name or spec.name
     name = archive_name or model_name
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=store, prefix=f".{name}-build-") as tmp:
         tmp_path = Path(tmp)
-        extra = _stage(spec, card, tmp_path)
+        extra = _stage(spec, card, tmp_path, handler)
         cmd = [
             str(Path(sys.executable).with_name("torch-model-archiver")),
             "--model-name",
@@ -81,7 +94,7 @@ def build_archive(
             "--serialized-file",
             str(serialized),
             "--handler",
-            str(HANDLERS / spec.handler),
+            str(handler),
             "--extra-files",
             str(extra),
             "--config-file",

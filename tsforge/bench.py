@@ -25,14 +25,17 @@ from pathlib import Path
 import yaml
 
 from training.export import FORMATS
-from training.specs import SPECS, ServingConfig
+from training.registry import SPECS
+from training.specs import ServingConfig
 from tsforge import archive, bench_worst, build, serve
+from tsforge.client import CONTENT_TYPES
 from tsforge.paths import ARTIFACTS, EXAMPLES, MODEL_STORE, ROOT
 
 CONCURRENCY = (1, 8, 32, 64)
+# Each model's request body is its declared example (examples/<file>).
 BODIES = {
-    "digits": (EXAMPLES / "mnist-7.png", "image/png"),
-    "diabetes": (EXAMPLES / "diabetes.json", "application/json"),
+    name: (EXAMPLES / spec.example, CONTENT_TYPES.get(Path(spec.example).suffix.lower(), "application/octet-stream"))
+    for name, spec in SPECS.items()
 }
 # TorchServe's own defaults: batch size 1, maxBatchDelay 100 ms, one worker per core, and
 # PyTorch's default thread count in each worker (threads 0 = leave it alone).
@@ -69,8 +72,7 @@ def in_process(model: str, store: Path, batch: int, seconds: float) -> Point:
     """The served code path without the server: the real handler on real bodies, in a loop."""
     from ts.context import Context, RequestProcessor
 
-    from handlers.diabetes_handler import DiabetesHandler
-    from handlers.digits_handler import DigitsHandler
+    from handlers.handler import Handler
 
     with tempfile.TemporaryDirectory() as tmp:
         with zipfile.ZipFile(store / f"{model}.mar") as z:
@@ -78,7 +80,7 @@ def in_process(model: str, store: Path, batch: int, seconds: float) -> Point:
         manifest = json.loads((Path(tmp) / "MAR-INF" / "MANIFEST.json").read_text())
         config = yaml.safe_load((Path(tmp) / "model-config.yaml").read_text())
         ctx = Context(model, tmp, manifest, batch, None, "0.12.0", model_yaml_config=config)
-        handler = {"digits": DigitsHandler, "diabetes": DiabetesHandler}[BASE[model]]()
+        handler = Handler()
         handler.initialize(ctx)
         path, content_type = BODIES[BASE[model]]
         requests = [{"body": path.read_bytes()} for _ in range(batch)]

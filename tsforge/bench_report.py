@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from training.export import FORMATS  # noqa: E402
-from training.specs import SPECS  # noqa: E402
+from training.registry import SPECS  # noqa: E402
 from tsforge import bench_worst  # noqa: E402
 from tsforge.bench import TORCHSERVE_DEFAULTS, Point  # noqa: E402
 from tsforge.bench_worst import Cost  # noqa: E402

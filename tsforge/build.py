@@ -9,6 +9,7 @@ archive (digits.mar, digits-onnx.mar).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import time
 from dataclasses import asdict
@@ -21,26 +22,37 @@ import torch
 from handlers.base import MODEL_CARD
 from training.export import FORMATS, export, loaded, run_gates
 from training.gates import GateResult, enforce
-from training.specs import SPECS, ModelSpec, TrainConfig
+from training.registry import SPECS, module_file
+from training.specs import ModelSpec, TrainConfig
 from training.train import CHECKPOINT, METRICS, load_checkpoint, train, write_json
+from training.weights import WeightsError, adopt, weights_digest
 from tsforge import archive
 from tsforge.paths import ARTIFACTS, MODEL_STORE, ROOT
+from tsforge.sources import local_imports
 
 GATES = "gates.json"
 BUILD_STAMP = "build.json"
-# What each half of the road depends on: a handler edit re-archives without retraining.
-TRAIN_SOURCES = ("models", "training")
-ARCHIVE_SOURCES = ("handlers", "tsforge/archive.py", "tsforge/build.py")
 # Every name a model is served under, one per format: digits, digits-onnx, diabetes, ...
 SERVED = [fmt.served_name(name) for name in SPECS for fmt in FORMATS.values()]
 
 
-def fingerprint(sources: tuple[str, ...], *settings: object) -> str:
+def train_sources(spec: ModelSpec) -> list[Path]:
+    """What a model's checkpoint depends on: its module, what that imports (the digits
+    transform, say) and the training loop. Another model's module is never among them."""
+    return local_imports(module_file(spec), ROOT / "training" / "train.py", ROOT / "training" / "weights.py")
+
+
+def archive_sources(spec: ModelSpec) -> list[Path]:
+    """What an archive depends on beside the checkpoint: export, gates, the handler modules
+    it ships and the archive step: a handler edit re-archives without retraining."""
+    road = [ROOT / "training" / "export.py", ROOT / "tsforge" / "archive.py", ROOT / "tsforge" / "build.py"]
+    return sorted({*local_imports(*road), *archive.handler_files(spec.contract.kind)})
+
+
+def fingerprint(sources: list[Path], *settings: object) -> str:
     h = hashlib.sha256(json.dumps(settings, default=str).encode())
-    for src in sources:
-        path = ROOT / src
-        for f in sorted(path.rglob("*.py") if path.is_dir() else [path]):
-            h.update(f.relative_to(ROOT).as_posix().encode() + f.read_bytes())
+    for f in sources:
+        h.update(f.relative_to(ROOT).as_posix().encode() + f.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -65,7 +77,7 @@ def export_and_gate(spec: ModelSpec, out_dir: Path, runtime: str = "torchscript"
     """
     fmt = FORMATS[runtime]
     eager, config = load_checkpoint(out_dir / CHECKPOINT, spec)
-    splits = spec.splits(config.seed)
+    splits = spec.splits(config.seed if config else spec.seed)
     target = export_dir(out_dir, runtime)
     (target / GATES).unlink(missing_ok=True)  # never leave an older verdict beside a new export
     path = export(spec, eager, target, fmt, splits)
@@ -90,13 +102,14 @@ def model_card(spec: ModelSpec, out_dir: Path, version: str, runtime: str, gates
         "exported_with": {pkg: metadata.version(pkg) for pkg in FORMATS[runtime].packages},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "task": "classification" if spec.classifier else "regression",
+        "kind": spec.contract.kind,
         "model_config": payload["model_config"],
         "train_config": payload["train_config"],
         "best_epoch": payload["epoch"],
         "metrics": {"validation": metrics["val"], "test": metrics["test"]},
         "gates": [g.to_dict() for g in gates],
         "serving": asdict(spec.serving),
-        "schema": spec.schema,
+        "schema": importlib.import_module(f"handlers.{spec.contract.kind}_codec").schema(spec.contract),
     }
 
 
@@ -126,26 +139,35 @@ def build(
     progress: bool = True,
     archive_name: str | None = None,
     runtime: str = "torchscript",
+    weights: Path | None = None,
 ) -> tuple[Path, bool]:
     """Build `store/<archive_name><suffix>.mar`; returns (path, rebuilt). No archive if a gate fails.
 
     `archive_name` (default: the model's name) lets a second version live beside the first;
-    `runtime` picks the export format, and both formats share one training run.
+    `runtime` picks the export format, and both formats share one training run. `weights` (or
+    a spec with no training) packages a model trained elsewhere: no training step, same gates.
     """
-    cfg = config or spec.train
+    weights = weights or (spec.weights() if spec.train is None and spec.weights else None)
+    if weights is None and spec.train is None:
+        raise WeightsError(f"{spec.name} declares no training and no weights: pass `--weights FILE`")
+    cfg = None if weights else (config or spec.train)
     fmt = FORMATS[runtime]
     base = archive_name or spec.name
     out_dir = artifacts / base
     target = store / f"{fmt.served_name(base)}.mar"
     stamp_path = out_dir / BUILD_STAMP
     stamp = json.loads(stamp_path.read_text()) if stamp_path.exists() and not force else {}
-    trained = fingerprint(TRAIN_SOURCES, spec.name, asdict(cfg))
-    archived = fingerprint(ARCHIVE_SOURCES, trained, base, version, runtime, asdict(spec.serving), spec.schema)
+    origin = weights_digest(weights) if weights else asdict(cfg)
+    trained = fingerprint(train_sources(spec), spec.name, origin)
+    archived = fingerprint(archive_sources(spec), trained, base, version, runtime, asdict(spec.serving), spec.contract)
     if target.exists() and stamp.get("archives", {}).get(runtime) == archived:
         return target, False
     if stamp.get("trained") != trained:
         stamp_path.unlink(missing_ok=True)  # the checkpoint on disk is about to change
-        train(spec, out_dir, cfg, progress=progress)
+        if weights:
+            adopt(spec, out_dir, weights)
+        else:
+            train(spec, out_dir, cfg, progress=progress)
         stamp = {"trained": trained}
         write_json(stamp_path, stamp)
     _, gates = export_and_gate(spec, out_dir, runtime)

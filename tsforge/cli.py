@@ -21,11 +21,10 @@ from pathlib import Path
 
 from training.export import FORMATS, ExportFailed
 from training.gates import GateFailed
-from training.specs import SPECS, get_spec
+from training.registry import SPECS, get_spec
+from training.weights import WeightsError
 from tsforge import build, client, serve
 from tsforge.paths import ARTIFACTS, EXAMPLES, MODEL_STORE, ROOT, RUN_DIR
-
-DEMO_INPUTS = {"digits": EXAMPLES / "mnist-7.png", "diabetes": EXAMPLES / "diabetes.json"}
 
 
 def _specs(name: str):
@@ -40,6 +39,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     from training.train import train
 
     for spec in _specs(args.model):
+        if spec.train is None:
+            print(f"{spec.name}: no training declared (its weights come from elsewhere): skipped")
+            continue
         cfg = spec.train if args.epochs is None else replace(spec.train, epochs=args.epochs)
         result = train(spec, build.artifacts_dir(spec), cfg)
         test = result.test_metrics[spec.gate_metric]
@@ -68,8 +70,11 @@ def cmd_archive(args: argparse.Namespace) -> None:
 
 def cmd_build(args: argparse.Namespace) -> list[str]:
     rebuilt = []
+    weights = Path(args.weights) if getattr(args, "weights", None) else None
+    if weights and args.model == "all":
+        raise SystemExit("--weights packages one model: name it with --model")
     for spec in _specs(args.model):
-        config = replace(spec.train, seed=args.seed) if args.seed is not None else None
+        config = replace(spec.train, seed=args.seed) if args.seed is not None and spec.train else None
         for runtime in _runtimes(args.runtime):
             path, fresh = build.build(
                 spec,
@@ -78,6 +83,7 @@ def cmd_build(args: argparse.Namespace) -> list[str]:
                 force=args.force,
                 archive_name=args.archive_name,
                 runtime=runtime,
+                weights=weights,
             )
             print(f"{spec.name} ({runtime}): {'built' if fresh else 'up to date'} {path.relative_to(ROOT)}")
             if fresh:
@@ -157,7 +163,7 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def curl_command(server: serve.Server, model: str, path: Path) -> str:
-    content_type = "image/png" if path.suffix == ".png" else "application/json"
+    content_type = client.CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
     key = "$(.venv/bin/tsforge serve key)"
     return (
         f'curl -s -H "Authorization: Bearer {key}" -H "Content-Type: {content_type}" '
@@ -166,7 +172,14 @@ def curl_command(server: serve.Server, model: str, path: Path) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    args.model, args.runtime, args.force, args.seed, args.archive_name = "all", "all", False, None, None
+    args.model, args.runtime, args.force, args.seed, args.archive_name, args.weights = (
+        "all",
+        "all",
+        False,
+        None,
+        None,
+        None,
+    )
     rebuilt = cmd_build(args)
     if serve.is_running() and rebuilt:
         print(f"archives changed ({', '.join(rebuilt)}): restarting TorchServe")
@@ -178,7 +191,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     else:
         server = serve.start(_archives())
     _print_server(server)
-    for name, path in DEMO_INPUTS.items():
+    for name, spec in SPECS.items():
+        path = EXAMPLES / spec.example
         for model in (fmt.served_name(name) for fmt in FORMATS.values()):
             answer = client.Client(server).predict_file(model, path)
             print(f"\n{model} <- {path.relative_to(ROOT)}\n{client.pretty(answer)}")
@@ -227,6 +241,10 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--force", action="store_true", help="rebuild even if up to date")
             s.add_argument("--seed", type=int, help="training seed (default: the spec's, 42)")
             s.add_argument("--archive-name", help="archive file name, e.g. digits-v2 for a second version")
+            s.add_argument(
+                "--weights",
+                help="package a model trained elsewhere: a state_dict checkpoint or .safetensors file (no training)",
+            )
         s.set_defaults(func=func)
 
     s = sub.add_parser("serve", help="start, stop or inspect TorchServe")
@@ -248,7 +266,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("predict", help="send one file to a served model", parents=[keys])
     s.add_argument("--model", choices=build.SERVED, required=True)
     s.add_argument("--version", help="a specific model version")
-    s.add_argument("input", help="a PNG/JPEG image (digits) or a JSON file")
+    s.add_argument("input", help="a request body: a PNG/JPEG image or a JSON file (see examples/)")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("models", help="the model lifecycle over the management API")
@@ -293,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     except GateFailed as e:
         print(f"build stopped: {e}. No archive was written.", file=sys.stderr)
         return 2
-    except ExportFailed as e:
+    except (ExportFailed, WeightsError) as e:
         print(f"build stopped: {e}", file=sys.stderr)
         return 2
     except (serve.ServeError, client.ServerError) as e:

@@ -1,0 +1,47 @@
+"""Answers shared by the kinds: a classification's label and top-k, a regression's value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from handlers import oip
+
+TOP_K = 5
+
+
+def label_value(label: str) -> int | str:
+    """Labels that are integers answer as numbers ("7" -> 7); any other name as itself."""
+    return int(label) if label.lstrip("-").isdigit() else label
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def classification(logits: np.ndarray, labels: tuple[str, ...], top_k: int = TOP_K) -> dict[str, Any]:
+    """Logits for one input -> {"label": ..., "probabilities": {label: p}} (top k, descending)."""
+    probs = softmax(logits)
+    order = np.argsort(-probs)[:top_k]
+    return {"label": label_value(labels[order[0]]), "probabilities": {labels[i]: float(probs[i]) for i in order}}
+
+
+def classification_v2(logits: np.ndarray, labels: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Open Inference Protocol outputs: probabilities [k, C] FP32 and label [k] (INT64 or BYTES)."""
+    probs = softmax(logits).astype(np.float32)
+    best = [labels[i] for i in probs.argmax(1)]
+    if all(isinstance(label_value(x), int) for x in labels):
+        label = oip.tensor("label", np.array([int(b) for b in best], dtype=np.int64), "INT64")
+    else:
+        label = {"name": "label", "shape": [len(best)], "datatype": "BYTES", "data": best}
+    return [oip.tensor("probabilities", probs), label]
+
+
+def classification_schema(labels: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "json": f'{{"label": one of {list(map(label_value, labels))}, "probabilities": {{label: p}}}} (top {min(TOP_K, len(labels))})',
+        "open_inference_protocol": [f"probabilities [k, {len(labels)}] FP32", "label [k] INT64 or BYTES"],
+    }

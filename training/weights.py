@@ -1,0 +1,68 @@
+"""Package a model trained elsewhere: its weights in, checkpointed and scored like a trained one.
+
+    tsforge build --model NAME --weights FILE   # a state_dict checkpoint (.pt/.pth) or .safetensors
+
+The file must fit the network the model module builds (same keys and shapes, strict); the
+metrics come from the module's validation and test splits, and the export gates run as for a
+model trained here. A model whose module declares no training gets its file from `weights`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from training.specs import ModelSpec
+from training.train import CHECKPOINT, METRICS, evaluate, save_checkpoint, write_json
+
+
+class WeightsError(RuntimeError):
+    """The weights file is missing, unreadable or does not fit the network: the message says which."""
+
+
+def weights_digest(path: Path) -> str:
+    """SHA-256 of the file: a new file is a new build, the same file is not rebuilt."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors by name from safetensors, a bare state_dict, or a checkpoint holding one."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and header errors: all mean "not a weights file"
+        raise WeightsError(f"{path} is not a readable state_dict or safetensors file ({type(e).__name__}: {e})") from e
+    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
+        payload = payload["state_dict"]
+    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise WeightsError(f"{path} holds no state_dict (a mapping of tensor names to tensors)")
+    return payload
+
+
+def adopt(spec: ModelSpec, out_dir: Path, weights: Path) -> dict[str, dict]:
+    """Load `weights` into the spec's network, score it, write checkpoint.pt and metrics.json."""
+    model_config = spec.model_config()
+    model = spec.build(model_config)
+    try:
+        model.load_state_dict(load_state_dict(weights), strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise WeightsError(f"{weights} does not fit the {spec.name} network: {first}") from e
+    splits = spec.splits(spec.seed)
+    metrics = {"val": evaluate(model, spec, splits.val), "test": evaluate(model, spec, splits.test)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out_dir / CHECKPOINT, spec, model_config, None, model, 0)
+    write_json(out_dir / METRICS, {"best_epoch": None, **metrics, "history": [], "weights": str(weights)})
+    return metrics
