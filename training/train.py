@@ -97,7 +97,13 @@ def train(spec: ModelSpec, out_dir: Path, config: TrainConfig | None = None, pro
 
     out_dir.mkdir(parents=True, exist_ok=True)
     best_loss, best_epoch, best_state, history = float("inf"), 0, None, []
-    bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {spec.name}", unit="epoch", disable=not progress or not sys.stderr.isatty(), mininterval=1.0)
+    bar = tqdm(
+        range(1, cfg.epochs + 1),
+        desc=f"train {spec.name}",
+        unit="epoch",
+        disable=not progress or not sys.stderr.isatty(),
+        mininterval=1.0,
+    )
     for epoch in bar:
         train_loss = train_one_epoch(model, spec, train_split, optimizer, cfg.batch_size, gen)
         val = evaluate(model, spec, splits.val)
