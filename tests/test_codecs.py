@@ -245,3 +245,31 @@ def test_labels_that_are_not_numbers_answer_as_names():
     assert answers.label_value("7") == 7 and answers.label_value("class_0") == "class_0"
     out = answers.classification_v2(np.array([[0.0, 3.0]], np.float32), ("cat", "dog"))
     assert out[1] == {"name": "label", "shape": [1], "datatype": "BYTES", "data": ["dog"]}
+
+
+def test_images_are_read_as_a_viewer_shows_them():
+    from tsforge import worst_cases as w
+
+    upright = digit(png(w.digit()))
+    # EXIF orientation, white ink on transparency, an animated PNG's first frame: the same digit.
+    for body in (w.case_exif_rotated_jpeg(), w.case_white_on_transparent_png(), w.case_animated_png()):
+        assert np.corrcoef(digit(body).ravel(), upright.ravel())[0, 1] > 0.98
+    # 16-bit samples are scaled, not clipped: the same image as its 8-bit version.
+    eight = np.full((64, 64), 255, np.uint8)
+    eight[8:56, 28:36] = 0
+    sixteen = Image.fromarray(eight.astype(np.uint16) * 257)
+    assert np.abs(digit(png(sixteen)) - digit(png(Image.fromarray(eight)))).max() < 1e-3
+    with pytest.raises(RequestError) as e:
+        digit(w.case_blank_white_png())
+    assert (e.value.status, e.value.code) == (422, "no_digit")
+
+
+@pytest.mark.parametrize("name", ["png_1bit_palette", "png_16bit_rgb", "png_many_chunks", "jpeg_progressive_scans"])
+def test_an_image_whose_cost_cannot_be_bounded_is_refused_from_its_headers(name):
+    from tsforge.worst_cases import worst_cases
+
+    case = next(c for c in worst_cases() if c.name == name)
+    with pytest.raises(RequestError) as e:
+        digit(case.body, case.content_type)
+    assert e.value.status == 413 and e.value.code in ("image_too_large", "too_many_chunks", "too_many_scans")
+    assert "max_" in e.value.detail  # names the limit

@@ -114,3 +114,38 @@ def test_registering_from_a_url_outside_the_model_store_is_refused(served):
             f"{served.management_url}/models", params={"url": url}, headers=served.headers("management"), timeout=30
         )
         assert r.status_code in (400, 404) and "allowed URL" in r.json()["message"]
+
+
+TABULAR = [name for name, spec in SPECS.items() if spec.contract.kind == "tabular"]
+
+
+@pytest.mark.parametrize("name", TABULAR)
+def test_a_tabular_model_answers_every_accepted_form_alike(served, name):
+    """Features in order, features by name, a list of rows, and the Open Inference Protocol."""
+    spec = SPECS[name]
+    features = spec.contract.features
+    values = spec.splits(42).test.x[0].tolist()
+    named = dict(zip(features, values, strict=True))
+    v2 = {"inputs": [{"name": "x", "shape": [2, len(features)], "datatype": "FP64", "data": values * 2}]}
+
+    def post(doc, path=f"predictions/{name}"):
+        r = requests.post(f"{served.inference_url}/{path}", json=doc, headers=served.headers(), timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def same(answer, expected):
+        if spec.classifier:
+            return answer["label"] == expected["label"] and answer["probabilities"] == pytest.approx(
+                expected["probabilities"], abs=1e-5
+            )
+        return answer["prediction"] == pytest.approx(expected["prediction"], abs=1e-3)
+
+    one = post({"features": values})
+    assert same(post(named), one)
+    rows = post([named, {"features": values}, values])
+    assert len(rows) == 3 and all(same(r, one) for r in rows)
+    outputs = {o["name"]: o for o in post(v2, f"v2/models/{name}/infer")["outputs"]}
+    if spec.classifier:
+        assert outputs["label"]["data"] == [one["label"]] * 2
+    else:
+        assert outputs["prediction"]["data"] == pytest.approx([one["prediction"]] * 2, abs=1e-3)
