@@ -68,7 +68,7 @@ class BatchHandler:
         self.model_dir = props["model_dir"]
         settings = (context.model_yaml_config or {}).get("handler", {}) or {}
         self.limits = Limits.from_mapping(settings.get("limits", {}))
-        self.contract = contracts.from_yaml(settings)
+        self.contract = contracts.from_yaml(settings, self.model_dir)
         # Only the declared kind's codec is imported (and only its modules are in the archive).
         self.codec = importlib.import_module(f"handlers.{self.contract.kind}_codec")
         # The runtimes' default (one thread per core, per worker) oversubscribes small machines.
@@ -82,6 +82,11 @@ class BatchHandler:
 
     def decode(self, payload: Payload) -> Decoded:
         return self.codec.decode_request(payload, self.contract, self.limits)
+
+    def collate(self, rows: list[np.ndarray]) -> np.ndarray:
+        """One model input from the accepted requests' rows: the kind's own (text pads to the
+        longest in the batch), or a plain concatenation."""
+        return getattr(self.codec, "collate", np.concatenate)(rows)
 
     def encode(self, outputs: np.ndarray, decoded: Decoded) -> Any:
         return self.codec.encode_outputs(outputs, decoded, self.contract, self.model_name)
@@ -110,7 +115,7 @@ class BatchHandler:
         if not accepted:
             return responses
         try:
-            outputs = self.runtime(np.concatenate([d.rows for _, d in accepted]))
+            outputs = self.runtime(self.collate([d.rows for _, d in accepted]))
         except Exception as e:  # the worker must survive a failed forward pass
             logger.exception("inference failed for a batch of %d requests", len(accepted))
             failure = {"error": "inference_failed", "detail": f"{type(e).__name__}: {e}"}

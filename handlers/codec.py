@@ -51,6 +51,8 @@ class Limits:
     max_rows: int = 64
     # Form fields (multipart parts) or query parameters one request may carry.
     max_parts: int = 4
+    # UTF-8 bytes of one text (text models): tokenizing costs per byte, before truncation.
+    max_text_bytes: int = 16 * 1024
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> Limits:
@@ -75,6 +77,8 @@ class Decoded:
     request_id: str | None = None
     # Names of the values in a row (tabular models), so an error can point at one.
     feature_names: tuple[str, ...] | None = None
+    # Per row, whether the input was cut to fit the model (texts over max_tokens).
+    truncated: tuple[bool, ...] = ()
 
 
 def undecodable(error: Exception) -> RequestError:

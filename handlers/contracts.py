@@ -7,6 +7,7 @@ back and hands it to the kind's codec. Plain data: no torch, no Pillow.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -46,17 +47,38 @@ def _as_names(contract: object, *fields: str) -> None:
             object.__setattr__(contract, field, tuple(str(v) for v in value))
 
 
-CONTRACTS = {c.kind: c for c in (ImageContract, TabularContract)}
-Contract = ImageContract | TabularContract
+@dataclass(frozen=True)
+class TextContract:
+    """Texts in, one L2-normalised embedding per text out, tokenized in the worker."""
+
+    tokenizer: str  # a tokenizers JSON file; in the archive it sits beside the model
+    max_tokens: int = 256  # longer texts are truncated (and the answer says so)
+    dims: int = 384
+    labels = None  # an embedding, not a classification
+    kind = "text"
+
+
+CONTRACTS = {c.kind: c for c in (ImageContract, TabularContract, TextContract)}
+Contract = ImageContract | TabularContract | TextContract
+# Contract fields that name a file: the archive ships the file and records its base name.
+FILE_FIELDS = ("tokenizer",)
 
 
 def to_yaml(contract: Contract) -> dict[str, Any]:
-    """{kind, contract} for model-config.yaml's `handler:` section (tuples as lists)."""
+    """{kind, contract} for model-config.yaml's `handler:` section (tuples as lists, files by
+    base name: the archive ships them beside the model)."""
     fields = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(contract).items()}
+    for name in FILE_FIELDS:
+        if name in fields:
+            fields[name] = os.path.basename(fields[name])
     return {"kind": contract.kind, "contract": fields}
 
 
-def from_yaml(settings: dict[str, Any]) -> Contract:
+def from_yaml(settings: dict[str, Any], model_dir: str = "") -> Contract:
+    """The contract an archive declares; its files are found in `model_dir`."""
     cls = CONTRACTS[settings["kind"]]
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in settings["contract"].items()}
+    for name in FILE_FIELDS:
+        if name in fields:
+            fields[name] = os.path.join(model_dir, fields[name])
     return cls(**fields)

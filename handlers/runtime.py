@@ -67,7 +67,8 @@ class OnnxRuntime:
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        # float32 pixels and features, or int64 token ids: the dtype the codec made is the model's
+        return self.session.run(None, {self.input: np.ascontiguousarray(batch)})[0]
 
 
 def load(path: str, device: torch.device, threads: int) -> Runtime:

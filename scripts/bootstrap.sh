@@ -27,6 +27,9 @@ if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$python" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
+  # Packages used for their files only (pyproject.toml [tool.tsforge] no-deps): without their deps.
+  .venv/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["tsforge"]["no-deps"]))' \
+    | xargs .venv/bin/python -m pip install -q --no-deps
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

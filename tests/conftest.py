@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from training.export import FORMATS
 from training.registry import SPECS
 from tsforge import build, serve
 from tsforge.client import CONTENT_TYPES
@@ -42,11 +42,36 @@ def example(spec) -> tuple[bytes, str]:
     return path.read_bytes(), CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
 
 
+# Every (model, format) pair the registered models declare: what the archive tests run over.
+SERVED_PAIRS = [(name, runtime) for name, spec in SPECS.items() for runtime in spec.formats]
+
+
 def row_shape(spec) -> tuple[int, ...]:
-    """One input row's shape, from the model's contract: what an Open Inference Protocol tensor carries."""
+    """One input row's shape, from the model's contract (a text is one BYTES element)."""
+    if spec.contract.kind == "text":
+        return ()
     if spec.contract.kind == "image":
         return (spec.contract.side, spec.contract.side)
     return (len(spec.contract.features),)
+
+
+def v2_request(spec, rows: int, request_id: str | None = None) -> dict:
+    """An Open Inference Protocol request of `rows` inputs the model takes."""
+    if spec.contract.kind == "text":
+        tensor = {"name": "text", "shape": [rows], "datatype": "BYTES", "data": [f"text {i}" for i in range(rows)]}
+    else:
+        data = np.full((rows, *row_shape(spec)), 0.25, np.float32)
+        tensor = {"name": "x", "shape": list(data.shape), "datatype": "FP32", "data": data.ravel().tolist()}
+    return {"inputs": [tensor], **({"id": request_id} if request_id else {})}
+
+
+def same_answer(a: dict, b: dict, tolerance: float = 1e-5) -> bool:
+    """Two answers to one input agree: the same label, values within `tolerance`."""
+    if "embedding" in a:
+        return a["truncated"] == b["truncated"] and np.allclose(a["embedding"], b["embedding"], atol=tolerance)
+    if "label" in a:
+        return a["label"] == b["label"] and a["probabilities"] == pytest.approx(b["probabilities"], abs=tolerance)
+    return a["prediction"] == pytest.approx(b["prediction"], abs=max(tolerance, 1e-4))
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +80,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     root = tmp_path_factory.mktemp("build")
     result = Built(store=root / "model_store", artifacts=root / "artifacts")
     for spec in SPECS.values():
-        for runtime in FORMATS:
+        for runtime in spec.formats:
             build.build(spec, store=result.store, artifacts=result.artifacts, progress=False, runtime=runtime)
     return result
 

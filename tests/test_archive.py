@@ -3,11 +3,13 @@
 import json
 import subprocess
 import zipfile
+from pathlib import Path
 
 import pytest
 import yaml
 
 from handlers import contracts
+from tests.conftest import SERVED_PAIRS
 from training.export import FORMATS
 from training.registry import SPECS
 from tsforge import archive
@@ -16,8 +18,7 @@ DIABETES = SPECS["diabetes"]
 KINDS = {spec.contract.kind for spec in SPECS.values()} | set(contracts.CONTRACTS)
 
 
-@pytest.mark.parametrize("model", list(SPECS))
-@pytest.mark.parametrize("runtime", ["torchscript", "onnx"])
+@pytest.mark.parametrize("model, runtime", SERVED_PAIRS)
 def test_archive_holds_model_handler_package_config_and_card(built, model, runtime):
     fmt, spec, handler = FORMATS[runtime], SPECS[model], "handler.py"
     name, serialized = fmt.served_name(model), f"{model}{fmt.shipped_suffix}"
@@ -37,7 +38,7 @@ def test_archive_holds_model_handler_package_config_and_card(built, model, runti
         } <= names
         # Only the code it runs: no other kind's codec.
         assert not {f"handlers/{other}_codec.py" for other in KINDS - {kind}} & names
-        assert not any(n.endswith((".pyc", ".pt" if runtime == "onnx" else ".onnx")) for n in names)
+        assert not any(n.endswith((".pyc", ".onnx" if runtime == "torchscript" else ".pt")) for n in names)
         assert not any("__pycache__" in n for n in names)
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
         config = yaml.safe_load(z.read("model-config.yaml"))
@@ -51,21 +52,26 @@ def test_archive_holds_model_handler_package_config_and_card(built, model, runti
     assert "modelFile" not in model_entry  # an exported graph only: the worker needs no model code
     assert {"batchSize", "maxBatchDelay", "minWorkers", "maxWorkers", "responseTimeout"} <= set(config)
     assert config["batchSize"] == spec.serving.batch_size and config["handler"]["threads"] >= 1
-    assert contracts.from_yaml(config["handler"]) == spec.contract  # kind, features, labels
-    assert (card["name"], card["runtime"], card["train_config"]["seed"]) == (name, runtime, 42)
+    declared = contracts.to_yaml(spec.contract)  # kind, features, labels, file names
+    assert {key: config["handler"][key] for key in declared} == declared
+    assert (card["name"], card["runtime"]) == (name, runtime)
+    assert card["train_config"] is None if spec.train is None else card["train_config"]["seed"] == 42
+    for field in contracts.FILE_FIELDS:  # files the contract names ship beside the model
+        if hasattr(spec.contract, field):
+            assert Path(getattr(spec.contract, field)).name in names
     assert card["kind"] == kind and card["schema"]["input"] and card["schema"]["output"]
     assert card["exported_with"]["torch"].startswith("2.13.0")
-    assert ("onnxruntime" in card["exported_with"]) == (runtime == "onnx")
+    assert ("onnxruntime" in card["exported_with"]) == (runtime != "torchscript")
     parity, quality = card["gates"]
     assert (parity["gate"], quality["gate"]) == ("parity", "quality") and parity["passed"] and quality["passed"]
-    assert parity["threshold"] == fmt.tolerance and parity["value"] <= fmt.tolerance
+    if fmt.tolerance is not None:
+        assert parity["threshold"] == fmt.tolerance and parity["value"] <= fmt.tolerance
 
 
 def test_both_formats_come_from_one_training_run(built):
     for model in SPECS:
-        cards = [
-            json.loads(zipfile.ZipFile(built.archive(n)).read("model_card.json")) for n in (model, f"{model}-onnx")
-        ]
+        names = [FORMATS[fmt].served_name(model) for fmt in SPECS[model].formats]
+        cards = [json.loads(zipfile.ZipFile(built.archive(n)).read("model_card.json")) for n in names]
         assert cards[0]["metrics"] == cards[1]["metrics"] and cards[0]["best_epoch"] == cards[1]["best_epoch"]
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tsforge import bench
+from tsforge import bench, build
 from tsforge.worst_cases import worst_cases
 
 pytestmark = pytest.mark.integration
@@ -32,6 +32,11 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     rows = [r for r in section.splitlines() if r.startswith(("| digits", "| diabetes"))]
     assert [r.split(" | ")[1] for r in rows] == ["torchscript", "onnx", "**onnx / torchscript**"] * 2
     assert all(float(c.strip(" *×|")) > 0 for r in rows for c in r.split(" | ")[2:])
+    memory = report.split("## Memory per worker")[1].split("## Worst case")[0]
+    assert all(f"| {name} | " in memory for name in build.SERVED)
+    assert all(p["worker_rss_mib"] > 50 for p in data["points"] if p["stage"] == "shipped")
+    text = [r.split(" | ")[1] for r in section.splitlines() if r.startswith("| minilm")]
+    assert text == ["torchscript", "onnx", "int8", "**onnx / torchscript**", "**int8 / onnx**"]
     # The worst case of every input class, answered as documented, its cost measured.
     costs = {c["case"]: c for c in data["worst_cases"]}
     assert set(costs) == {case.name for case in worst_cases()}

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from handlers import image_codec, tabular_codec
+from handlers import image_codec, tabular_codec, text_codec
 from handlers.codec import Decoded, Limits, Payload, RequestError
 from tests.conftest import row_shape
 from training.registry import SPECS
@@ -23,11 +23,19 @@ from tsforge.worst_cases import case_exif_rotated_jpeg, case_white_on_transparen
 LIMITS = Limits()
 # Every registered model's codec and contract: a new model is fuzzed the moment it exists.
 CODECS = {
-    name: ({"image": image_codec, "tabular": tabular_codec}[spec.contract.kind], spec.contract)
+    name: ({"image": image_codec, "tabular": tabular_codec, "text": text_codec}[spec.contract.kind], spec.contract)
     for name, spec in SPECS.items()
 }
 IMAGE_MODELS = [name for name, spec in SPECS.items() if spec.contract.kind == "image"]
-MEDIA = ["", "image/png", "image/jpeg", "application/json", "application/octet-stream", "multipart/form-data"]
+MEDIA = [
+    "",
+    "image/png",
+    "image/jpeg",
+    "application/json",
+    "application/octet-stream",
+    "multipart/form-data",
+    "text/plain",
+]
 SEEDS = [
     (EXAMPLES / "mnist-3.png").read_bytes(),
     case_exif_rotated_jpeg(),
@@ -44,7 +52,7 @@ def decodes_or_refuses(model: str, body, media: str) -> None:
         assert 400 <= e.status < 500 and e.code and e.detail
         json.dumps(e.body(), allow_nan=False)
         return
-    assert isinstance(decoded, Decoded) and decoded.rows.dtype == np.float32
+    assert isinstance(decoded, Decoded) and decoded.rows.dtype in (np.float32, np.int64)
     assert np.isfinite(decoded.rows).all() and 1 <= len(decoded.rows) <= LIMITS.max_rows
 
 

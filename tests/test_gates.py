@@ -106,7 +106,9 @@ def test_a_failing_gate_stops_the_build_and_writes_no_archive(tmp_path, monkeypa
     if gate == "quality":
         spec, message = replace(spec, gate=Gate("r2", 0.99)), "gate 'quality' failed: held-out r2 = .* < threshold 0.99"
     else:  # an exporter that gets the graph wrong: what the parity gate is there to catch
-        broken = replace(fmt, export=lambda model, path, example: fmt.export(drifted(model), path, example))
+        broken = replace(
+            fmt, export=lambda model, path, example, settings: fmt.export(drifted(model), path, example, settings)
+        )
         monkeypatch.setitem(export.FORMATS, fmt.name, broken)
         message = rf"gate 'parity' failed: max \|exported - eager\| = .* \(threshold {fmt.tolerance:g}\)"
     with pytest.raises(GateFailed, match=message):

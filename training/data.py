@@ -12,10 +12,10 @@ from sklearn.model_selection import train_test_split
 @dataclass
 class Split:
     x: torch.Tensor
-    y: torch.Tensor
+    y: torch.Tensor | None  # None: inputs only (an embedding model's parity sentences)
 
     def __len__(self) -> int:
-        return len(self.y)
+        return len(self.x)
 
 
 @dataclass

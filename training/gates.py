@@ -31,6 +31,10 @@ class GateFailed(RuntimeError):
         self.result = result
 
 
+def _whole(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    return model(x)
+
+
 @torch.no_grad()
 def parity_gate(
     eager: nn.Module,
@@ -38,12 +42,14 @@ def parity_gate(
     data: Split,
     classifier: bool,
     tolerance: float,
+    run: Callable = _whole,
 ) -> GateResult:
     """Exported vs eager outputs on a whole split: max |diff| and, for classifiers, every argmax.
 
-    Each export format sets its own tolerance (training.export.FORMATS)."""
+    Each export format sets its own tolerance (training.export.FORMATS); `run` runs a model
+    over the split (ModelSpec.run: in chunks, each trimmed)."""
     eager.eval()
-    expected, actual = eager(data.x), exported(data.x)
+    expected, actual = run(eager, data.x), run(exported, data.x)
     if expected.shape != actual.shape:  # broadcasting would otherwise hide it
         detail = f"exported output shape {tuple(actual.shape)} != eager {tuple(expected.shape)}"
         return GateResult("parity", False, float("inf"), tolerance, detail)
@@ -54,6 +60,27 @@ def parity_gate(
     if classifier:
         detail += f", {mismatched} predicted classes differ (threshold 0)"
     return GateResult("parity", passed, max_diff, tolerance, detail)
+
+
+@torch.no_grad()
+def cosine_gate(
+    eager: nn.Module,
+    exported: Callable[[torch.Tensor], torch.Tensor],
+    data: Split,
+    mean_at_least: float,
+    min_at_least: float,
+    run: Callable = _whole,
+) -> GateResult:
+    """Parity for a lossy export (int8): each output row's cosine to eager's, mean and minimum."""
+    eager.eval()
+    cos = torch.nn.functional.cosine_similarity(run(eager, data.x), run(exported, data.x), dim=1)
+    mean, low = cos.mean().item(), cos.min().item()
+    passed = mean >= mean_at_least and low >= min_at_least
+    detail = (
+        f"cosine(exported, eager) mean {mean:.4f} (threshold {mean_at_least:g}), "
+        f"min {low:.4f} (threshold {min_at_least:g}) on {len(data)} samples"
+    )
+    return GateResult("parity", passed, low, min_at_least, detail)
 
 
 def quality_gate(metric: str, value: float, threshold: float, higher_is_better: bool = True) -> GateResult:

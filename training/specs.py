@@ -20,6 +20,9 @@ from torch.nn import functional as F
 from handlers.contracts import Contract
 from training.data import Split, Splits
 
+# Rows per forward pass when a whole split is evaluated (gates, metrics).
+CHUNK = 32
+
 
 @dataclass
 class TrainConfig:
@@ -45,6 +48,19 @@ class ServingConfig:
     response_timeout_s: int = 30
     # Per-request limits (handlers.codec.Limits field -> value) that differ from the defaults.
     limits: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """How the network exports: what a model that is not scriptable or has more dynamic
+    axes than the batch needs to say."""
+
+    # torch.jit.trace instead of torch.jit.script (transformers are not scriptable); the parity
+    # gate then checks the traced graph on every shape of the validation split.
+    trace: bool = False
+    dynamic_axes: tuple[int, ...] = (0,)  # of the one input: the batch, and for text the sequence
+    # ONNX node namespaces (regular expressions) that int8 quantization keeps in float32.
+    int8_fp32_nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,8 @@ class ModelSpec:
     gate: Gate
     serving: ServingConfig
     example: str  # a request body in examples/, sent by the demo, the benchmark and the tests
+    # Export formats (training.export.FORMATS), each its own archive: <name>, <name>-onnx, ...
+    formats: tuple[str, ...] = ("torchscript", "onnx")
     train: TrainConfig | None = None
     weights: Callable[[], Path] | None = None  # a state_dict checkpoint or safetensors file
     seed: int = 42  # the split seed when there is no training
@@ -104,6 +122,16 @@ class ModelSpec:
     prepare: Callable[[nn.Module, Split], None] = lambda model, train: None
     # Applied to each training batch only (never to validation, test or gates).
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    export: ExportSettings = ExportSettings()
+    # Metrics for a task that is neither classification nor regression (embeddings).
+    custom_metrics: Callable[[], torchmetrics.MetricCollection] | None = None
+    # Cuts a chunk of the input to what it needs (text: to its longest sequence), so the gates
+    # and metrics run a large split in chunks of CHUNK rows without padding them all to the max.
+    trim: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # Files that decide the metrics besides the code (evaluation sets): part of the fingerprint.
+    data_files: tuple[Path, ...] = ()
+    # Maps a weights file's tensors onto the network's state_dict names (default: as they are).
+    adapt_weights: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] = lambda state: state
 
     @property
     def classifier(self) -> bool:
@@ -114,9 +142,17 @@ class ModelSpec:
         return self.gate.metric
 
     def metrics(self) -> torchmetrics.MetricCollection:
+        if self.custom_metrics is not None:
+            return self.custom_metrics()
         if self.classifier:
             return classification_metrics(len(self.contract.labels))
         return regression_metrics()
+
+    def run(self, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """`model` over `x` in chunks of CHUNK rows, each trimmed (`trim`): the gates' and
+        metrics' way to run a whole split."""
+        chunks = [x[i : i + CHUNK] for i in range(0, len(x), CHUNK)] or [x]
+        return torch.cat([model(self.trim(c) if self.trim else c) for c in chunks])
 
     def compute_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         default = _classification_loss if self.classifier else _regression_loss

@@ -72,10 +72,14 @@ def score(spec: ModelSpec, outputs: torch.Tensor, targets: torch.Tensor) -> dict
     return {name: value.tolist() if value.ndim else value.item() for name, value in metrics.compute().items()}
 
 
+@torch.no_grad()
 def evaluate(model: nn.Module, spec: ModelSpec, data: Split) -> dict[str, Any]:
-    """Loss and the spec's torchmetrics on a whole split, in eval mode."""
+    """Loss and the spec's torchmetrics on a whole split, in eval mode ({} without targets)."""
     model.eval()
-    return {"loss": spec.compute_loss(model, data.x, data.y).item(), **score(spec, model(data.x), data.y)}
+    if data.y is None:
+        return {}
+    loss = {} if spec.custom_metrics else {"loss": spec.compute_loss(model, data.x, data.y).item()}
+    return {**loss, **score(spec, spec.run(model, data.x), data.y)}
 
 
 def train(spec: ModelSpec, out_dir: Path, config: TrainConfig | None = None, progress: bool = True) -> TrainResult:

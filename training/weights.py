@@ -56,7 +56,7 @@ def adopt(spec: ModelSpec, out_dir: Path, weights: Path) -> dict[str, dict]:
     model_config = spec.model_config()
     model = spec.build(model_config)
     try:
-        model.load_state_dict(load_state_dict(weights), strict=True)
+        model.load_state_dict(spec.adapt_weights(load_state_dict(weights)), strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise WeightsError(f"{weights} does not fit the {spec.name} network: {first}") from e

@@ -57,6 +57,9 @@ def _stage(spec: ModelSpec, card: dict[str, Any], stage: Path, entry: Path) -> P
     for path in [HANDLERS / "__init__.py", *handler_files(spec.contract.kind, entry)]:
         if path.parent == HANDLERS:
             shutil.copy(path, extra / "handlers" / path.name)
+    for field in contracts.FILE_FIELDS:  # files the contract names (a tokenizer) sit beside the model
+        if hasattr(spec.contract, field):
+            shutil.copy(getattr(spec.contract, field), extra / Path(getattr(spec.contract, field)).name)
     (extra / MODEL_CARD).write_text(json.dumps(card, indent=2))
     (stage / MODEL_CONFIG).write_text(yaml.safe_dump(model_config_yaml(spec), sort_keys=False))
     return extra

@@ -22,9 +22,9 @@ import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import psutil
 import yaml
 
-from training.export import FORMATS
 from training.registry import SPECS
 from training.specs import ServingConfig
 from tsforge import archive, bench_worst, build, serve
@@ -41,7 +41,7 @@ BODIES = {
 # PyTorch's default thread count in each worker (threads 0 = leave it alone).
 TORCHSERVE_DEFAULTS = ServingConfig(batch_size=1, max_batch_delay_ms=100, workers=2, threads_per_worker=0)
 # Served name -> the model (and request body) behind it: digits-onnx -> digits.
-BASE = {fmt.served_name(name): name for name in SPECS for fmt in FORMATS.values()}
+BASE = build.MODEL_OF
 # Settings tried for digits at concurrency 32 (full mode): (workers, threads, batch, delay ms).
 SWEEP = [(1, 1, 8, 1), (1, 2, 8, 1), (2, 1, 8, 5), (2, 1, 8, 1), (2, 1, 16, 5), (2, 1, 1, 1), (2, 1, 8, 0)]
 
@@ -62,6 +62,8 @@ class Point:
     # waiting in its queue (includes maxBatchDelay) and its whole frontend-measured latency.
     queue_ms: float = 0.0
     torchserve_ms: float = 0.0
+    # Resident memory of the model's largest worker after the point (served points).
+    worker_rss_mib: float = 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -150,8 +152,9 @@ def served(
                         / n
                         / 1000
                     )
+                    rss = max(psutil.Process(pid).memory_info().rss for pid in bench_worst.worker_pids(server, model))
                     points.append(Point(stage, model, setting, c, len(ms) + errors, len(ms) / seconds, percentile(ms, 50),
-                                        percentile(ms, 90), percentile(ms, 99), errors, queue, total))  # fmt: skip
+                                        percentile(ms, 90), percentile(ms, 99), errors, queue, total, rss / 2**20))  # fmt: skip
         finally:
             serve.stop(Path(tmp) / "run")
     return points
@@ -200,7 +203,7 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
         print(f"[bench {time.time() - started:5.0f} s] {stage}", flush=True)
 
     for spec in SPECS.values():
-        for runtime in FORMATS:
+        for runtime in spec.formats:
             log(f"build {spec.name} ({runtime}; skipped when up to date)")
             build.build(spec, progress=False, runtime=runtime)
     points: list[Point] = []

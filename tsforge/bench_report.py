@@ -85,8 +85,8 @@ def runtimes(points: list[Point]) -> list[str]:
     ]
     for model, spec in SPECS.items():
         figures = {}
-        for runtime, fmt in FORMATS.items():
-            name = fmt.served_name(model)
+        for runtime in spec.formats:
+            name = FORMATS[runtime].served_name(model)
             figures[runtime] = (
                 _one(points, stage="in-process", model=name, setting="batch 1").p50_ms,
                 _one(points, stage="in-process", model=name, setting=f"batch {spec.serving.batch_size}").throughput,
@@ -95,8 +95,11 @@ def runtimes(points: list[Point]) -> list[str]:
             )
             lat1, tput, c1, c32 = figures[runtime]
             rows.append(f"| {model} | {runtime} | {lat1:.3f} | {tput:.0f} | {c1:.2f} | {c32:.0f} |")
-        ratios = [o / t for o, t in zip(figures["onnx"], figures["torchscript"], strict=True)]
-        rows.append(f"| {model} | **onnx / torchscript** | " + " | ".join(f"**{r:.2f}×**" for r in ratios) + " |")
+        for other, base in (("onnx", "torchscript"), ("int8", "onnx")):
+            if other in figures and base in figures:
+                ratios = [o / t for o, t in zip(figures[other], figures[base], strict=True)]
+                cells = " | ".join(f"**{r:.2f}×**" for r in ratios)
+                rows.append(f"| {model} | **{other} / {base}** | {cells} |")
     return rows
 
 
@@ -190,6 +193,36 @@ def write_report(points: list[Point], out: Path, quick: bool, seconds: float, co
         "",
         "Latency percentiles vs concurrency (log scales). Past the point where the workers are saturated, latency "
         "grows linearly with concurrency (queueing); the gap between p50 and p99 shows how even the service is.",
+    ]
+    kept = []
+    for model, spec in SPECS.items():
+        limit = _one(points, stage="in-process", model=model, setting=f"batch {spec.serving.batch_size}")
+        served = _one(points, stage="shipped", model=model, concurrency=32)
+        kept.append(
+            f"| {model} | {served.throughput:.0f} | {limit.throughput:.0f} | **{served.throughput / limit.throughput:.2f}** |"
+        )
+    lines += [
+        "",
+        "## Served against in process",
+        "",
+        "How much of the in-process limit (the handler at the serving batch size, no server) each model keeps",
+        "when served (TorchScript, concurrency 32). For the text model the target is 0.85.",
+        "",
+        "| model | served samples/s | in-process samples/s | ratio |",
+        "|---|---:|---:|---:|",
+        *kept,
+    ]
+    memory = {p.model: max(q.worker_rss_mib for q in _pick(points, stage="shipped", model=p.model))
+              for p in _pick(points, stage="shipped")}  # fmt: skip
+    lines += [
+        "",
+        "## Memory per worker",
+        "",
+        "Resident memory of each served model's largest worker (psutil), after the shipped load points.",
+        "",
+        "| served model | worker RSS (MiB) |",
+        "|---|---:|",
+        *(f"| {model} | {mib:.0f} |" for model, mib in memory.items()),
     ]
     lines += [
         "",

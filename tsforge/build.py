@@ -33,13 +33,16 @@ from tsforge.sources import local_imports
 GATES = "gates.json"
 BUILD_STAMP = "build.json"
 # Every name a model is served under, one per format: digits, digits-onnx, diabetes, ...
-SERVED = [fmt.served_name(name) for name in SPECS for fmt in FORMATS.values()]
+SERVED = [FORMATS[fmt].served_name(name) for name, spec in SPECS.items() for fmt in spec.formats]
+# Served name -> the model behind it: digits-onnx -> digits.
+MODEL_OF = {FORMATS[fmt].served_name(name): name for name, spec in SPECS.items() for fmt in spec.formats}
 
 
 def train_sources(spec: ModelSpec) -> list[Path]:
     """What a model's checkpoint depends on: its module, what that imports (the digits
     transform, say) and the training loop. Another model's module is never among them."""
-    return local_imports(module_file(spec), ROOT / "training" / "train.py", ROOT / "training" / "weights.py")
+    code = local_imports(module_file(spec), ROOT / "training" / "train.py", ROOT / "training" / "weights.py")
+    return [*code, *spec.data_files]
 
 
 def archive_sources(spec: ModelSpec) -> list[Path]:
@@ -81,7 +84,7 @@ def export_and_gate(spec: ModelSpec, out_dir: Path, runtime: str = "torchscript"
     target = export_dir(out_dir, runtime)
     (target / GATES).unlink(missing_ok=True)  # never leave an older verdict beside a new export
     path = export(spec, eager, target, fmt, splits)
-    results = run_gates(spec, eager, loaded(path), splits, fmt.tolerance)
+    results = run_gates(spec, eager, loaded(path), splits, fmt)
     write_json(target / GATES, [r.to_dict() for r in results])
     enforce(results)
     return path, results

@@ -31,8 +31,9 @@ def _specs(name: str):
     return list(SPECS.values()) if name == "all" else [get_spec(name)]
 
 
-def _runtimes(name: str) -> list[str]:
-    return list(FORMATS) if name == "all" else [name]
+def _runtimes(name: str, spec) -> list[str]:
+    """The formats to build for `spec`: all it declares, or the one asked for if it declares it."""
+    return [r for r in spec.formats if name in ("all", r)]
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -52,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     for spec in _specs(args.model):
-        for runtime in _runtimes(args.runtime):
+        for runtime in _runtimes(args.runtime, spec):
             path, gates = build.export_and_gate(spec, build.artifacts_dir(spec), runtime)
             for gate in gates:
                 print(f"{spec.name} ({runtime}): gate {gate.gate} passed: {gate.detail}")
@@ -61,7 +62,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_archive(args: argparse.Namespace) -> None:
     for spec in _specs(args.model):
-        for runtime in _runtimes(args.runtime):
+        for runtime in _runtimes(args.runtime, spec):
             out_dir = build.artifacts_dir(spec)
             gates = build.load_gates(out_dir, runtime)
             path = build.archive_export(spec, out_dir, runtime, gates, MODEL_STORE, args.version)
@@ -75,7 +76,7 @@ def cmd_build(args: argparse.Namespace) -> list[str]:
         raise SystemExit("--weights packages one model: name it with --model")
     for spec in _specs(args.model):
         config = replace(spec.train, seed=args.seed) if args.seed is not None and spec.train else None
-        for runtime in _runtimes(args.runtime):
+        for runtime in _runtimes(args.runtime, spec):
             path, fresh = build.build(
                 spec,
                 config=config,
@@ -193,8 +194,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _print_server(server)
     for name, spec in SPECS.items():
         path = EXAMPLES / spec.example
-        for model in (fmt.served_name(name) for fmt in FORMATS.values()):
+        for model in (FORMATS[fmt].served_name(name) for fmt in spec.formats):
             answer = client.Client(server).predict_file(model, path)
+            if isinstance(answer, dict) and "embedding" in answer:  # 384 floats: show the first few
+                vector = answer["embedding"]
+                answer = {**answer, "embedding": [*vector[:4], f"... {len(vector)} floats"]}
             print(f"\n{model} <- {path.relative_to(ROOT)}\n{client.pretty(answer)}")
             print(f"again: {curl_command(server, model, path)}")
     print("\nTorchServe keeps running; `make stop` ends it.")

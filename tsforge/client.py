@@ -24,7 +24,13 @@ from tsforge.serve import ServeError, Server
 # negative counts (min=max=-1 leaves the model with no worker at all).
 MAX_WORKERS = 16
 
-CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".json": "application/json"}
+CONTENT_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".json": "application/json",
+    ".txt": "text/plain",
+}
 
 
 class ServerError(RuntimeError):
