@@ -88,3 +88,22 @@ def test_files_that_differ_from_the_recorded_hashes_stop_the_build(tmp_path, mon
     with pytest.raises(WeightsError, match="not the recorded 0000.*refusing to build"):
         build.build(SPEC, store=tmp_path / "store", artifacts=tmp_path / "artifacts", progress=False)
     assert not (tmp_path / "store").exists() or not list((tmp_path / "store").glob("*.mar"))
+
+
+@pytest.mark.integration
+def test_tritons_own_http_client_gets_embeddings_from_every_text_archive(served):
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=served.inference_url.removeprefix("http://"))
+    texts = triton.InferInput("text", [2], "BYTES")
+    texts.set_data_from_numpy(
+        np.array(["The cat sat on the mat.", "A feline rested on the rug."], dtype=object), binary_data=False
+    )
+    wanted = triton.InferRequestedOutput("embedding", binary_data=False)
+    for runtime in SPEC.formats:
+        answer = client.infer(
+            FORMATS[runtime].served_name("minilm"), [texts], outputs=[wanted], headers=served.headers()
+        )
+        vectors = answer.as_numpy("embedding")
+        assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+        assert float(vectors[0] @ vectors[1]) > 0.4  # paraphrases
