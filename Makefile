@@ -6,7 +6,7 @@ BIN := .venv/bin
 setup:
 	@scripts/bootstrap.sh
 
-demo: setup  ## train, export (TorchScript and ONNX), gate, archive, serve, one request per archive
+demo: setup  ## every model: train or load, export (TorchScript, ONNX, int8 where declared), gate, archive, serve, one request per archive
 	$(BIN)/tsforge demo
 
 test: setup  ## unit tests and integration tests against a real TorchServe
