@@ -105,7 +105,9 @@ def build_archive(
             "--export-path",
             str(tmp_path),
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        # The archiver works in tempfile.gettempdir()/<model name> and deletes it: a private
+        # TMPDIR keeps two builds of the same model (a test run beside `make demo`) apart.
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
         if proc.returncode != 0:
             raise RuntimeError(
                 f"torch-model-archiver failed for {model_name} (exit {proc.returncode}):\n{proc.stderr or proc.stdout}"
