@@ -75,6 +75,24 @@ def _quiet_exporter() -> Iterator[None]:
         registration.setLevel(level)
 
 
+def _write_onnx(model: nn.Module, example: torch.Tensor, settings: ExportSettings, path: Path) -> None:
+    """The dynamo exporter's graph, with the model's dynamic axes, as one checked file."""
+    import onnx
+
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            model.eval(),
+            (example,),
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_shapes=({axis: torch.export.Dim(f"axis{axis}") for axis in settings.dynamic_axes},),
+            dynamo=True,
+            verbose=False,
+        )
+    program.save(str(path), external_data=False)  # one self-contained file: these models are small
+    onnx.checker.check_model(str(path), full_check=True)
+
+
 def export_onnx(
     model: nn.Module, path: Path, example: torch.Tensor, settings: ExportSettings = DEFAULT_SETTINGS
 ) -> Path:
@@ -83,22 +101,7 @@ def export_onnx(
     `path` (`<name>.onnx`) keeps the exporter's graph for inspection; `<name>.opt.onnx` beside it
     is ONNX Runtime's graph-optimised copy that the archive ships.
     """
-    import onnx
     import onnxruntime as ort
-
-    def export(tmp: Path) -> None:
-        with _quiet_exporter():
-            program = torch.onnx.export(
-                model.eval(),
-                (example,),
-                input_names=["input"],
-                output_names=["output"],
-                dynamic_shapes=({axis: torch.export.Dim(f"axis{axis}") for axis in settings.dynamic_axes},),
-                dynamo=True,
-                verbose=False,
-            )
-        program.save(str(tmp), external_data=False)  # one self-contained file: these models are small
-        onnx.checker.check_model(str(tmp), full_check=True)
 
     def optimise(tmp: Path) -> None:
         options = ort.SessionOptions()
@@ -108,7 +111,7 @@ def export_onnx(
         options.optimized_model_filepath = str(tmp)
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    _write_atomically(path, export)
+    _write_atomically(path, lambda tmp: _write_onnx(model, example, settings, tmp))
     optimised = path.with_suffix(OPTIMISED_SUFFIX)
     _write_atomically(optimised, optimise)
     return optimised
@@ -122,19 +125,6 @@ def export_int8(
     lookup), and the nodes the model names kept in float32. Returns `<name>.int8.onnx`."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    def export(tmp: Path) -> None:
-        with _quiet_exporter():
-            program = torch.onnx.export(
-                model.eval(),
-                (example,),
-                input_names=["input"],
-                output_names=["output"],
-                dynamic_shapes=({axis: torch.export.Dim(f"axis{axis}") for axis in settings.dynamic_axes},),
-                dynamo=True,
-                verbose=False,
-            )
-        program.save(str(tmp), external_data=False)
 
     def quantize(tmp: Path) -> None:
         graph = onnx.load(str(path), load_external_data=False).graph
@@ -159,7 +149,7 @@ def export_int8(
         finally:
             root.setLevel(level)
 
-    _write_atomically(path, export)
+    _write_atomically(path, lambda tmp: _write_onnx(model, example, settings, tmp))
     quantized = path.with_suffix(INT8_SUFFIX)
     _write_atomically(quantized, quantize)
     return quantized
