@@ -26,8 +26,6 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 # Large images are box-reduced until their long side is at most this before float work:
 # the digit is cut out and brought down to 8x8 cells afterwards, so this keeps ample detail.
 WORK_SIDE = 512
-# Bytes per pixel of the image in memory: Pillow keeps multi-band modes in 4 bytes a pixel.
-_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
 # libjpeg markers with no length field: SOI, EOI, TEM and the restart markers RST0..7.
 _STANDALONE = {0xD8, 0xD9, 0x01, *range(0xD0, 0xD8)}
 _SOS = 0xDA

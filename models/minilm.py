@@ -101,11 +101,11 @@ def splits(seed: int) -> Splits:
     """No training split. val: the parity texts, shortest first (chunks pad little); test: the
     triplets, flattened anchor, paraphrase, unrelated (roles 0, 1, 2)."""
     tok = tokenizer(str(verified("tokenizer.json", TOKENIZER_SHA256)), MAX_TOKENS)
-    texts = sorted(json.loads((EVAL / "sentences.json").read_text()), key=lambda t: len(tok.encode(t).ids))
+    texts = sorted(tok.encode_batch(json.loads((EVAL / "sentences.json").read_text())), key=lambda e: len(e.ids))
     triplets = json.loads((EVAL / "triplets.json").read_text())
     flat = [t[role] for t in triplets for role in ("anchor", "paraphrase", "unrelated")]
     empty = Split(torch.zeros((0, 2, 1), dtype=torch.long), None)
-    val = Split(torch.from_numpy(pack(tok.encode_batch(texts))), None)
+    val = Split(torch.from_numpy(pack(texts)), None)
     test = Split(torch.from_numpy(pack(tok.encode_batch(flat))), torch.tensor([0, 1, 2] * len(triplets)))
     return Splits(empty, val, test)
 

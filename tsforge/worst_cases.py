@@ -1,6 +1,7 @@
 """Worst-case request bodies an attacker could send within the documented limits.
 
-Pure, deterministic builders (Pillow, NumPy, stdlib; no torch, no file I/O) whose size parameters
+Pure, deterministic builders (Pillow, NumPy, stdlib; no torch; no file I/O beyond the
+feature names of scikit-learn's bundled diabetes data) whose size parameters
 default to handlers.codec.Limits (4 MiB body, 4096x4096 pixels, JSON depth 8), so tests can build
 small versions too. Names starting "case_", and png_16bit_gray_digit, are correctness cases;
 names ending "_at_limit" are the costliest inputs the limits still accept. `make bench` sends
@@ -18,6 +19,7 @@ from functools import cache
 
 import numpy as np
 from PIL import Image
+from sklearn.datasets import load_diabetes
 
 MAX_BODY = 4 * 1024 * 1024
 MAX_SIDE = 4096
@@ -26,7 +28,8 @@ MAX_REQUEST = 8 * 1024 * 1024  # TorchServe's max_request_size in config.propert
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FCTL = ">5I2H2B"  # APNG frame control: seq, w, h, x, y, delay 1/100 s, dispose, blend
 JSON = "application/json"
-DIABETES_FEATURES = ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
+# The diabetes model's feature names come from the dataset its contract is built from.
+DIABETES_FEATURES = tuple(load_diabetes().feature_names)
 # examples/mnist-7.png (28x28, white on black), inlined so that building reads no file.
 MNIST_7_PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAAAkElEQVR4nGNgGIZAXkmp6fzDN0cqODCk+Gd+//v37z8g/muOIZkCEsYlaYOQ"
