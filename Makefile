@@ -1,7 +1,7 @@
 # Every target calls the `tsforge` CLI; the logic lives there (and setup in scripts/bootstrap.sh).
 BIN := .venv/bin
 
-.PHONY: setup demo test bench serve stop status lint docker-check clean
+.PHONY: setup demo test bench serve stop status lint docker-check docker-build docker-test clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -27,6 +27,12 @@ status: setup
 
 docker-check: setup  ## hadolint, docker-compose config, references and ports (also part of `make test`)
 	$(BIN)/pytest -q tests/test_docker.py
+
+docker-build: setup  ## the TorchServe, gateway and Prometheus images (local Debian bases, host wheelhouse: no registry needed)
+	$(BIN)/tsforge docker build
+
+docker-test: setup  ## the compose deployment, live: runs the README's Docker commands, then tests the real containers
+	$(BIN)/pytest -q -m docker tests/test_docker_live.py
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

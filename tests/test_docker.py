@@ -1,7 +1,6 @@
 """The docker/ deployment, checked without a Docker engine: lint, compose validity, references."""
 
 import fnmatch
-import os
 import re
 import shutil
 import subprocess
@@ -27,20 +26,29 @@ def config_port(key: str) -> int:
     return int(read_properties(ROOT / "config.properties")[key].rsplit(":", 1)[1])
 
 
-def test_hadolint_passes_on_the_dockerfile():
+DOCKERFILES = [DOCKERFILE, *sorted(DOCKER.glob("*/Dockerfile")), *sorted(DOCKER.glob("*/*.Dockerfile"))]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(DOCKER)))
+def test_hadolint_passes(dockerfile):
     hadolint = Path(sys.executable).with_name("hadolint")
-    result = subprocess.run([str(hadolint), str(DOCKERFILE)], capture_output=True, text=True)
+    result = subprocess.run([str(hadolint), str(dockerfile)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("profile", ["cpu", "gpu"])
-def test_docker_compose_accepts_the_file(profile):
+def test_no_dockerfile_fetches_a_frontend_from_a_registry():
+    for dockerfile in DOCKERFILES:
+        assert not re.search(r"(?m)^# syntax=", dockerfile.read_text()), dockerfile
+
+
+@pytest.mark.parametrize("files", [["docker-compose.yml"], ["docker-compose.yml", "docker-compose.gpu.yml"]])
+def test_docker_compose_accepts_the_files(files):
     compose = shutil.which("docker-compose")
     assert compose, "docker-compose is missing: scripts/bootstrap.sh installs it (apt-get install docker-compose)"
-    env = {**os.environ, "COMPOSE_PROFILES": profile}
-    result = subprocess.run([compose, "-f", str(COMPOSE), "config"], capture_output=True, text=True, env=env)
+    args = [a for f in files for a in ("-f", str(DOCKER / f))]
+    result = subprocess.run([compose, *args, "config"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "torchserve:" in result.stdout and "torchserve-gpu:" in result.stdout
+    assert {"torchserve", "gateway", "prometheus"} <= set(yaml.safe_load(result.stdout)["services"])
 
 
 def test_every_file_the_dockerfile_copies_exists_and_passes_dockerignore():
@@ -65,34 +73,56 @@ def test_every_path_the_compose_file_mounts_or_builds_from_exists():
     for name, service in compose_services().items():
         if "build" in service:
             context = (DOCKER / service["build"]["context"]).resolve()
-            assert (context / service["build"]["dockerfile"]).resolve() == DOCKERFILE, name
-            assert f"AS {service['build']['target']}" in DOCKERFILE.read_text(), name
+            dockerfile = context / service["build"].get("dockerfile", "Dockerfile")
+            assert dockerfile.exists(), name
+            if "target" in service["build"]:
+                assert f"AS {service['build']['target']}" in dockerfile.read_text(), name
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("."):
                 assert (DOCKER / source).exists(), f"{name}: {source}"
 
 
-def test_published_ports_match_the_configuration_and_bind_loopback_only():
-    expected = {config_port(k) for k in ("inference_address", "management_address", "metrics_address")}
+def published(service: dict) -> dict[int, str]:
+    """{container port: host address} of a service's "HOST:${VAR:-port}:PORT" entries."""
+    return {int(p.rsplit(":", 1)[1]): p.split(":")[0] for p in map(str, service.get("ports", []))}
+
+
+def test_only_the_gateway_publishes_inference_and_everything_binds_loopback():
+    services = compose_services()
     exposed = {int(p) for p in re.search(r"(?m)^EXPOSE (.+)$", DOCKERFILE.read_text()).group(1).split()}
-    assert exposed == expected
-    for name, service in compose_services().items():
-        ports = [str(p) for p in service.get("ports", [])]
-        assert all(p.startswith("127.0.0.1:") for p in ports), name
-        if name.startswith("torchserve"):
-            assert {int(p.split(":")[2]) for p in ports} == expected
-            assert {int(p.split(":")[1]) for p in ports} == expected
+    assert exposed == {config_port(k) for k in ("inference_address", "management_address", "metrics_address")}
+    for name, service in services.items():
+        assert set(published(service).values()) <= {"127.0.0.1"}, name
+    assert set(published(services["torchserve"])) == {config_port("management_address"), config_port("metrics_address")}
+    assert set(published(services["gateway"])) == {8080}
+    assert f'"${{TS_HOST}}:{config_port("inference_address")}"' in (DOCKER / "gateway/haproxy.cfg").read_text()
 
 
-def test_prometheus_scrapes_the_metrics_port():
+def test_prometheus_finds_torchserve_by_its_service_name_on_the_metrics_port():
     scrape = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
-    (target,) = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
-    host, port = target.split(":")
-    assert int(port) == config_port("metrics_address")
+    (sd,) = scrape["scrape_configs"][0]["dns_sd_configs"]
+    assert sd["port"] == config_port("metrics_address")
+    assert sd["names"] == ["torchserve"] and "torchserve" in compose_services()
+
+
+def test_every_service_has_bounded_logs_and_a_restart_policy():
     for name, service in compose_services().items():
-        if name.startswith("torchserve"):
-            assert host in service["networks"]["default"]["aliases"]
+        assert service["logging"]["options"]["max-size"], name
+        assert service["restart"] == "always", name
+
+
+def test_overrides_set_config_keys_without_a_second_file(tmp_path, monkeypatch):
+    from tsforge.serve import OVERRIDES_ENV, ServeError, render_config
+
+    monkeypatch.setenv(OVERRIDES_ENV, "token_expiration_min=1; disable_token_authorization=true ;job_queue_size=50")
+    rendered = read_properties(render_config(ROOT / "config.properties", tmp_path, tmp_path))
+    assert rendered["token_expiration_min"] == "1"
+    assert rendered["disable_token_authorization"] == "true"
+    assert rendered["job_queue_size"] == "50"  # a key the file does not have is added
+    monkeypatch.setenv(OVERRIDES_ENV, "token_expiration_min")
+    with pytest.raises(ServeError, match="not key=value"):
+        render_config(ROOT / "config.properties", tmp_path, tmp_path)
 
 
 def test_the_container_binds_inside_while_the_committed_config_stays_on_loopback(tmp_path):

@@ -8,6 +8,7 @@ tsforge build    --model all         # the three above, skipped when up to date
 tsforge serve start|stop|status|key  # TorchServe on config.properties
 tsforge predict  --model digits-onnx examples/mnist-7.png
 tsforge demo                         # all of it, then one request per model
+tsforge docker build|wait            # images without a registry; wait for the compose service
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from training.export import FORMATS, ExportFailed
 from training.gates import GateFailed
 from training.registry import SPECS, get_spec
 from training.weights import WeightsError
-from tsforge import build, client, serve
+from tsforge import build, client, containers, serve
 from tsforge.paths import ARTIFACTS, EXAMPLES, MODEL_STORE, ROOT, RUN_DIR
 
 
@@ -302,10 +303,34 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="about 1 s per point and no tuning sweep (smoke test)")
     s.set_defaults(func=cmd_bench)
 
+    s = sub.add_parser("docker", help="build the images (local bases where no registry answers); wait for health")
+    s.add_argument("action", choices=["build", "wait"])
+    s.add_argument(
+        "--bases",
+        choices=["local", "upstream"],
+        default="local",
+        help="local: Debian bases made here with debootstrap and a host wheelhouse (works offline); "
+        "upstream: python:3.11-slim-bookworm, debian:bookworm-slim, prom/prometheus from Docker Hub",
+    )
+    s.add_argument("--service", default="torchserve", help="wait: the compose service")
+    s.add_argument("--timeout", type=float, default=300.0, help="wait: seconds")
+    s.set_defaults(func=cmd_docker)
+
     s = sub.add_parser("demo", help="build everything, serve it and send one request per model")
     s.add_argument("--version", default="1.0")
     s.set_defaults(func=cmd_demo)
     return p
+
+
+def cmd_docker(args: argparse.Namespace) -> None:
+    if args.action == "build":
+        images, seconds = containers.build_all(args.bases)
+        for tag in images.env().values():
+            took = f", built in {seconds[tag]:.0f} s" if tag in seconds else ""
+            print(f"{tag}: {containers.image_size_mb(tag):,.0f} MiB{took}")
+        print(f"compose variables written to {containers.ENV_FILE.relative_to(ROOT)}")
+    elif args.action == "wait":
+        containers.wait_healthy(args.service, args.timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ExportFailed, WeightsError) as e:
         print(f"build stopped: {e}", file=sys.stderr)
         return 2
-    except (serve.ServeError, client.ServerError) as e:
+    except (serve.ServeError, client.ServerError, containers.DockerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except ValueError as e:  # an argument the client refuses (worker counts, ...)

@@ -10,6 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("TSFORGE_ARTIFACTS", ROOT / "artifacts"))
 MODEL_STORE = Path(os.environ.get("TSFORGE_MODEL_STORE", ROOT / "model_store"))
 CONFIG = Path(os.environ.get("TSFORGE_CONFIG", ROOT / "config.properties"))
+# TorchServe's logging with every log size-bounded (its built-in config keeps ~3 GB).
+LOG_CONFIG = Path(os.environ.get("TSFORGE_LOG_CONFIG", ROOT / "log4j2.xml"))
 RUN_DIR = Path(os.environ.get("TSFORGE_RUN_DIR", ROOT / ".serve"))
 HANDLERS = ROOT / "handlers"
 EXAMPLES = ROOT / "examples"

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import requests
 
-from handlers.base import KEY_FILE_ENV
-from tsforge.paths import CONFIG, MODEL_STORE, RUN_DIR
+from tsforge.paths import CONFIG, LOG_CONFIG, MODEL_STORE, RUN_DIR
 
 PID_FILE = "torchserve.pid"
 KEY_FILE = "key_file.json"
@@ -31,6 +30,9 @@ LOG_FILE = "logs/torchserve.out"
 ADDRESS_KEYS = ("inference_address", "management_address", "metrics_address")
 # Every listener TorchServe opens: a second instance must move all of them.
 PORT_KEYS = (*ADDRESS_KEYS, "grpc_inference_port", "grpc_management_port")
+# "key=value;key=value" set over config.properties at start: how a deployment changes a setting
+# (token_expiration_min, or no tokens behind the swarm gateway) without a second copy of the file.
+OVERRIDES_ENV = "TSFORGE_OVERRIDES"
 
 
 class ServeError(RuntimeError):
@@ -100,6 +102,13 @@ def render_config(
     if host:
         text = re.sub(r"(?m)^((?:\w+_address)=(?:https?://)?)127\.0\.0\.1", rf"\g<1>{host}", text)
     text = re.sub(r"(?m)^model_store=.*$", f"model_store={model_store.resolve()}", text)
+    for item in filter(None, (s.strip() for s in os.environ.get(OVERRIDES_ENV, "").split(";"))):
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"\w+", key.strip()):
+            raise ServeError(f"{OVERRIDES_ENV} item {item!r} is not key=value (items are separated by ';')")
+        line = f"{key.strip()}={value.strip()}"
+        text, found = re.subn(rf"(?m)^{key.strip()}=.*$", lambda _, line=line: line, text)
+        text += "" if found else f"\n{line}\n"
     for key, port in (ports or {}).items():
         # "key=http://host:PORT" or "key=PORT"
         text, found = re.subn(rf"(?m)^({key}=(?:https?://[^:/]+:)?)\d+$", rf"\g<1>{port}", text)
@@ -127,8 +136,12 @@ def start(
     ports: dict[str, int] | None = None,
     host: str | None = None,
     timeout: float = 180.0,
+    console: bool = False,
 ) -> Server:
     """Start TorchServe in the background, wait until every model has a ready worker."""
+    # Imported here: the handler pulls in torch, which the health check must not wait for.
+    from handlers.base import KEY_FILE_ENV
+
     if is_running(run_dir):
         raise ServeError(f"TorchServe is already running from {run_dir}: stop it first (tsforge serve stop).")
     config = render_config(base_config, run_dir, model_store, ports, host)
@@ -144,6 +157,8 @@ def start(
         str(config),
         "--model-store",
         str(model_store.resolve()),
+        "--log-config",
+        str(LOG_CONFIG),
     ]
     if models:
         cmd += ["--models", *models]
@@ -159,8 +174,13 @@ def start(
         # Workers inherit it: the handler serves the model card only to the management key.
         KEY_FILE_ENV: str((run_dir / KEY_FILE).resolve()),
     }
-    with open(run_dir / LOG_FILE, "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    if console:  # a container: its output goes to `docker logs`, which the log driver bounds
+        proc = subprocess.Popen(cmd, cwd=run_dir, env=env, start_new_session=True)
+    else:
+        with open(run_dir / LOG_FILE, "ab") as log:
+            proc = subprocess.Popen(
+                cmd, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
     (run_dir / PID_FILE).write_text(str(proc.pid))
     server = server_for(run_dir)
     try:
@@ -214,7 +234,12 @@ def run_foreground(models: list[str], host: str | None = None, announce=print) -
     stop_requested = []
     signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(True))
     signal.signal(signal.SIGINT, lambda *_: stop_requested.append(True))
-    announce(start(models, host=host))
+    # A restarted container finds the previous one's pid files in the run volume; their pids
+    # mean nothing in this container's fresh pid namespace (and may be taken by live ones).
+    (RUN_DIR / PID_FILE).unlink(missing_ok=True)
+    for stale in (RUN_DIR / "tmp").glob(".model_server.pid"):
+        stale.unlink()
+    announce(start(models, host=host, console=True))
     try:
         while not stop_requested and is_running():
             time.sleep(1)

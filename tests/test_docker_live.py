@@ -1,0 +1,246 @@
+"""The compose deployment, live (`make docker-test`): real images, real containers, real gateway.
+
+The deployment is brought up by running the README's "Deploy with Docker" commands as written
+(on free ports, in a project of its own, with 1-minute tokens); its last command, `down -v`,
+ends the module and must leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pytest
+import requests
+
+from tests.conftest import example
+from training.registry import SPECS
+from tsforge import build, containers
+from tsforge.paths import MODEL_STORE, ROOT
+from tsforge.serve import free_port
+
+pytestmark = pytest.mark.docker
+
+TOKEN_MINUTES = 1
+STALLED = 50
+GATEWAY_REQUEST_TIMEOUT_S = 10  # docker/gateway/haproxy.cfg: timeout http-request
+MARK = "@@readme-command-done@@"
+
+
+def readme_commands(heading: str = "## Deploy with Docker") -> list[str]:
+    """The first ```bash block under `heading`, one command per line."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(heading) :]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+@dataclass
+class Deployment:
+    env: dict[str, str]
+    started: float
+    outputs: dict[str, str] = field(default_factory=dict)
+    down_done: bool = False
+
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{self.env['GATEWAY_PORT']}"
+
+    def run(self, command: str, timeout: float = 900) -> str:
+        result = subprocess.run(
+            ["bash", "-c", command], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        assert result.returncode == 0, (
+            f"`{command}` failed ({result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
+        )
+        return result.stdout
+
+    def compose(self, *args: str) -> str:
+        return self.run(" ".join(["docker-compose -f docker/docker-compose.yml", *args]))
+
+    def container(self, service: str = "torchserve") -> str:
+        return self.compose("ps -q", service).strip()
+
+    def key_entry(self) -> dict:
+        raw = self.run(f"docker exec {self.container()} cat /home/model-server/run/key_file.json")
+        return json.loads(raw)["inference"]
+
+    def key(self) -> str:
+        """The current inference key, waiting out the seconds between its expiry and the health
+        check's renewal (keys live one minute here)."""
+        deadline = time.monotonic() + 60
+        while True:
+            entry = self.key_entry()
+            stamp = re.sub(r"(\.\d{6})\d+", r"\1", entry["expiration time"]).replace("Z", "+00:00")
+            if (datetime.fromisoformat(stamp) - datetime.now(UTC)).total_seconds() > 15 or time.monotonic() > deadline:
+                return entry["key"]
+            time.sleep(1)
+
+    def predict(self, model: str, body: bytes, content_type: str, key: str | None = None) -> requests.Response:
+        headers = {"Content-Type": content_type}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        return requests.post(f"{self.gateway}/predictions/{model}", data=body, headers=headers, timeout=60)
+
+    def java_rss_mib(self) -> float:
+        """Resident memory of TorchServe's frontend (the JVM) in the container."""
+        top = containers.docker("top", self.container(), "-eo", "pid,rss,args").stdout.splitlines()[1:]
+        return sum(int(line.split()[1]) for line in top if "java" in line) / 1024
+
+
+@pytest.fixture(scope="module")
+def deployment():
+    containers.ensure_engine()
+    project = f"tsforge-test-{os.getpid()}"
+    env = {
+        **os.environ,
+        "COMPOSE_PROJECT_NAME": project,
+        "GATEWAY_PORT": str(free_port()),
+        "MANAGEMENT_PORT": str(free_port()),
+        "METRICS_PORT": str(free_port()),
+        "PROMETHEUS_PORT": str(free_port()),
+        "TSFORGE_OVERRIDES": f"token_expiration_min={TOKEN_MINUTES}",
+    }
+    *up, down = readme_commands()
+    assert "down -v" in down, "the README's Docker block must end with `down -v`"
+    deployment = Deployment(env, started=time.monotonic())
+    try:
+        # One shell, as a user types them (KEY=... carries over); a marker after each command
+        # splits the output per command.
+        script = "set -e\n" + "".join(f"{cmd}\necho '{MARK}{i}'\n" for i, cmd in enumerate(up))
+        output = deployment.run(script)
+        deployment.started = time.monotonic()  # TorchServe started before this: a safe lower bound
+        for i, chunk in enumerate(output.split(MARK)[: len(up)]):
+            deployment.outputs[up[i]] = chunk.split("\n", 1)[1] if i else chunk
+        deployment.outputs["down"] = down
+        yield deployment
+    finally:
+        if not deployment.down_done:
+            subprocess.run(["bash", "-c", down], cwd=ROOT, env=env, capture_output=True)
+
+
+def output_of(deployment: Deployment, needle: str) -> str:
+    return next(out for cmd, out in deployment.outputs.items() if needle in cmd)
+
+
+def test_readme_commands_answer_a_prediction_and_a_promql_query(deployment):
+    answer = output_of(deployment, "/predictions/digits")
+    assert json.loads(answer).get("label") == 7, answer
+    assert "torchserve_1  |" in output_of(deployment, "logs")  # the container's output, bounded by the driver
+
+
+@pytest.mark.parametrize("archive", build.SERVED)
+def test_every_model_answers_through_the_gateway(deployment, archive):
+    assert (MODEL_STORE / f"{archive}.mar").exists(), "make docker-test builds every archive first"
+    body, content_type = example(SPECS[build.MODEL_OF[archive]])
+    r = deployment.predict(archive, body, content_type, deployment.key())
+    assert r.status_code == 200, r.text
+    assert r.json()
+
+
+def test_no_token_or_a_wrong_one_is_refused(deployment):
+    body, content_type = example(SPECS["digits"])
+    for key in (None, "not-the-key"):
+        r = deployment.predict("digits", body, content_type, key)
+        assert 400 <= r.status_code < 500, r.text
+
+
+def test_the_gateway_refuses_what_torchserve_would_buffer_or_should_not_expose(deployment):
+    key = deployment.key()
+    big = deployment.predict("digits", b"\0" * (4 * 2**20 + 1), "image/png", key)
+    assert big.status_code == 413 and big.json()["code"] == "body_too_large"
+    chunked = requests.post(
+        f"{deployment.gateway}/predictions/digits",
+        data=iter([b"x"]),
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+    assert chunked.status_code == 411 and chunked.json()["code"] == "length_required"
+    management = requests.get(f"{deployment.gateway}/models", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert management.status_code == 404 and management.json()["code"] == "not_found"
+
+
+def test_stalled_uploads_are_cut_by_the_gateway_and_cost_torchserve_nothing(deployment):
+    before = deployment.java_rss_mib()
+    port = int(deployment.env["GATEWAY_PORT"])
+    head = (
+        f"POST /predictions/digits HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {deployment.key()}\r\n"
+        "Content-Type: image/png\r\nContent-Length: 4000000\r\n\r\n"
+    ).encode()
+    socks = []
+    for _ in range(STALLED):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(head + b"\x89PNG" + b"\0" * 65536)  # then nothing more: a stalled upload
+        socks.append(s)
+    sent = time.monotonic()
+    closed_after = []
+    for s in socks:
+        s.settimeout(max(0.1, sent + GATEWAY_REQUEST_TIMEOUT_S + 10 - time.monotonic()))
+        try:
+            answer = s.recv(4096)
+            while s.recv(4096):  # read to the gateway's close
+                pass
+        except TimeoutError:
+            answer = b"(still open)"
+        closed_after.append(time.monotonic() - sent)
+        s.close()
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert max(closed_after) < GATEWAY_REQUEST_TIMEOUT_S + 5, closed_after
+    after = deployment.java_rss_mib()
+    assert after - before < 32, f"TorchServe's frontend grew from {before:.0f} to {after:.0f} MiB"
+
+
+def test_prometheus_has_scraped_the_inference_counter(deployment):
+    url = f"http://127.0.0.1:{deployment.env['PROMETHEUS_PORT']}/api/v1/query"
+    deadline = time.monotonic() + 60
+    value = 0.0
+    while time.monotonic() < deadline and value <= 0:
+        result = requests.get(url, params={"query": "sum(ts_inference_requests_total)"}, timeout=10).json()
+        value = float(result["data"]["result"][0]["value"][1]) if result["data"]["result"] else 0.0
+        time.sleep(2)
+    assert value > 0
+
+
+def test_healthy_across_token_expiry(deployment):
+    first = deployment.key_entry()["key"]
+    wait = deployment.started + 2 * 60 * TOKEN_MINUTES + 5 - time.monotonic()
+    time.sleep(max(0.0, wait))
+    assert containers.health(deployment.container()) == "healthy"
+    key = deployment.key()
+    assert key != first, "the inference key was never renewed"
+    body, content_type = example(SPECS["digits"])
+    assert deployment.predict("digits", body, content_type, key).status_code == 200
+
+
+def test_a_crashed_torchserve_is_restarted_and_answers_again(deployment):
+    """SIGKILL of the container's main process: a crash, so the restart policy applies. (`docker
+    kill` is a deliberate stop to Docker: restart policies never undo it.)"""
+    container = deployment.container()
+    pid = int(containers.docker("inspect", "-f", "{{.State.Pid}}", container).stdout)
+    os.kill(pid, 9)
+    deadline = time.monotonic() + 30
+    while (
+        time.monotonic() < deadline
+        and containers.docker("inspect", "-f", "{{.RestartCount}}", container).stdout.strip() == "0"
+    ):
+        time.sleep(0.5)
+    assert containers.docker("inspect", "-f", "{{.RestartCount}}", container).stdout.strip() == "1"
+    deployment.run(".venv/bin/tsforge docker wait --timeout 240")
+    body, content_type = example(SPECS["digits"])
+    r = deployment.predict("digits", body, content_type, deployment.key())
+    assert r.status_code == 200, r.text
+
+
+def test_down_leaves_no_container_network_or_volume(deployment):
+    deployment.run(deployment.outputs["down"])
+    deployment.down_done = True
+    label = f"label=com.docker.compose.project={deployment.env['COMPOSE_PROJECT_NAME']}"
+    for kind in ("container ls -a", "network ls", "volume ls"):
+        left = containers.docker(*kind.split(), "-q", "--filter", label).stdout.split()
+        assert not left, f"{kind} still lists {left}"
