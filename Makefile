@@ -1,7 +1,7 @@
 # Every target calls the `tsforge` CLI; the logic lives there (and setup in scripts/bootstrap.sh).
 BIN := .venv/bin
 
-.PHONY: setup demo test bench serve stop status lint docker-check docker-build docker-test clean
+.PHONY: setup demo test bench serve stop status lint docker-check docker-build docker-test swarm-test clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -33,6 +33,9 @@ docker-build: setup  ## the TorchServe, gateway and Prometheus images (local Deb
 
 docker-test: setup  ## the compose deployment, live: runs the README's Docker commands, then tests the real containers
 	$(BIN)/pytest -q -m docker tests/test_docker_live.py
+
+swarm-test: setup  ## Swarm, live: replicas behind the gateway under load (failover, rolling update, scale); prints p50/p99
+	$(BIN)/pytest -q -rP -m docker tests/test_swarm_live.py
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

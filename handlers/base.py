@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 JSON = "application/json"
 # Set by `tsforge serve` for TorchServe and inherited by its workers: where key_file.json is.
 KEY_FILE_ENV = "TSFORGE_KEY_FILE"
+VERSION_HEADER = "x-model-version"
 MODEL_CARD = "model_card.json"
 # Measured on 2 cores (README, "Worker threads"): one intra-op thread per worker wins once
 # requests arrive concurrently, since TorchServe's batching already fills both cores.
@@ -65,6 +66,9 @@ class BatchHandler:
     def initialize(self, context: Any) -> None:
         props = context.system_properties
         self.model_name = context.model_name
+        # Every answer names the archive version that made it (a header, so JSON and OIP
+        # bodies stay as they are): a rolling update can be followed from the client side.
+        self.model_version = str(context.manifest["model"].get("modelVersion", ""))
         self.model_dir = props["model_dir"]
         settings = (context.model_yaml_config or {}).get("handler", {}) or {}
         self.limits = Limits.from_mapping(settings.get("limits", {}))
@@ -147,9 +151,9 @@ class BatchHandler:
             failure = {"error": "encode_failed", "detail": f"{type(e).__name__}: {e}"}
             return self._reply(context, idx, 500, failure)
 
-    @staticmethod
-    def _reply(context: Any, idx: int, status: int, body: Any) -> str:
+    def _reply(self, context: Any, idx: int, status: int, body: Any) -> str:
         context.set_response_content_type(idx, JSON)
+        context.set_response_header(idx, VERSION_HEADER, self.model_version)
         if status != 200:
             context.set_response_status(status, body.get("error", ""), idx)
         return json.dumps(body, allow_nan=False)

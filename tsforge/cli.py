@@ -8,7 +8,7 @@ tsforge build    --model all         # the three above, skipped when up to date
 tsforge serve start|stop|status|key  # TorchServe on config.properties
 tsforge predict  --model digits-onnx examples/mnist-7.png
 tsforge demo                         # all of it, then one request per model
-tsforge docker build|wait            # images without a registry; wait for the compose service
+tsforge docker build|wait|models     # images without a registry; compose health; archives baked in
 """
 
 from __future__ import annotations
@@ -304,7 +304,9 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("docker", help="build the images (local bases where no registry answers); wait for health")
-    s.add_argument("action", choices=["build", "wait"])
+    s.add_argument(
+        "action", choices=["build", "wait", "models"], help="models: an image with the archives baked in (Swarm)"
+    )
     s.add_argument(
         "--bases",
         choices=["local", "upstream"],
@@ -314,6 +316,8 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--service", default="torchserve", help="wait: the compose service")
     s.add_argument("--timeout", type=float, default=300.0, help="wait: seconds")
+    s.add_argument("--tag", default="latest", help="models: the image tag (a model version)")
+    s.add_argument("--store", default=str(MODEL_STORE), help="models: the archives to bake in")
     s.set_defaults(func=cmd_docker)
 
     s = sub.add_parser("demo", help="build everything, serve it and send one request per model")
@@ -331,6 +335,9 @@ def cmd_docker(args: argparse.Namespace) -> None:
         print(f"compose variables written to {containers.ENV_FILE.relative_to(ROOT)}")
     elif args.action == "wait":
         containers.wait_healthy(args.service, args.timeout)
+    elif args.action == "models":
+        image = containers.models_image(args.tag, Path(args.store))
+        print(f"{image}: the archives of {args.store} in {containers.image_size_mb(image):,.0f} MiB")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -272,3 +272,12 @@ def wait_healthy(service: str = "torchserve", timeout: float = 300.0, say=print)
         f"{service} was not healthy after {timeout:.0f}s (last: {status}): "
         f"see `docker-compose -f docker/docker-compose.yml logs {service}`"
     )
+
+
+def models_image(tag: str, store: Path, base: str = "tsforge:cpu") -> str:
+    """`tsforge-models:<tag>`: the served image with the archives of `store` baked in."""
+    if not list(store.glob("*.mar")):
+        raise DockerError(f"no archives in {store}: run `make demo` or `tsforge build` first")
+    image = f"tsforge-models:{tag}"
+    build(DOCKER_DIR / "models.Dockerfile", image, store, {"BASE": base})
+    return image

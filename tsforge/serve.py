@@ -45,6 +45,8 @@ class Server:
     inference_url: str
     management_url: str
     metrics_url: str
+    # False behind the swarm gateway (disable_token_authorization=true): no key file, no keys.
+    tokens: bool = True
 
     @property
     def key_file(self) -> Path:
@@ -70,7 +72,7 @@ class Server:
         return expires <= datetime.now(UTC)
 
     def headers(self, kind: str = "inference") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys()[kind]}"}
+        return {"Authorization": f"Bearer {self.keys()[kind]}"} if self.tokens else {}
 
 
 def free_port() -> int:
@@ -125,7 +127,8 @@ def server_for(run_dir: Path) -> Server:
     config's when it has never started there)."""
     rendered = run_dir / "config.properties"
     props = read_properties(rendered if rendered.exists() else CONFIG)
-    return Server(run_dir, *(props[k].replace("0.0.0.0", "127.0.0.1") for k in ADDRESS_KEYS))
+    tokens = props.get("disable_token_authorization", "false").lower() != "true"
+    return Server(run_dir, *(props[k].replace("0.0.0.0", "127.0.0.1") for k in ADDRESS_KEYS), tokens=tokens)
 
 
 def start(
@@ -202,7 +205,7 @@ def wait_ready(server: Server, models: list[str], timeout: float, proc: subproce
                 f"TorchServe exited with code {proc.returncode} while starting; see {server.log_file}:\n{tail(server.log_file)}"
             )
         try:
-            if server.key_file.exists():
+            if server.key_file.exists() or not server.tokens:
                 ping = requests.get(f"{server.inference_url}/ping", headers=server.headers(), timeout=5)
                 last = f"/ping answered {ping.status_code} {ping.text.strip()[:200]}"
                 if ping.ok:

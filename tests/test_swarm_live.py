@@ -1,0 +1,236 @@
+"""Scale-out on Docker Swarm, live (`make swarm-test`): replicas behind the gateway, under load.
+
+A real swarm (initialised here and left again if it was not there), the stack of
+docker/stack.yml with digits in two versions baked into two images, and hey's load over
+loopback. The figures (p50/p99 during each event) are printed: `make swarm-test` shows them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import example
+from training.registry import SPECS
+from tsforge import build, containers
+from tsforge.containers import DOCKER_DIR, docker
+from tsforge.serve import free_port
+
+pytestmark = pytest.mark.docker
+
+STACK = f"tsforge-swarm-test-{os.getpid()}"
+SERVICE = f"{STACK}_torchserve"
+LOAD_S = 40
+CONCURRENCY = 4
+
+
+def archives(root: Path, version: str) -> Path:
+    """A model store holding digits at `version` (the gated export, archived again)."""
+    spec = SPECS["digits"]
+    build.build(spec, runtime="torchscript")
+    out = build.artifacts_dir(spec)
+    store = root / version
+    build.archive_export(spec, out, "torchscript", build.load_gates(out, "torchscript"), store, version)
+    return store
+
+
+def tasks_running() -> list[str]:
+    out = docker("service", "ps", SERVICE, "--filter", "desired-state=running", "--format", "{{.ID}} {{.CurrentState}}")
+    return [line.split()[0] for line in out.stdout.splitlines() if " Running " in f" {line.split(' ', 1)[1]} "]
+
+
+def wait_for(what: str, ok, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ok():
+            return
+        time.sleep(1)
+    raise AssertionError(f"{what} did not happen within {timeout:.0f}s")
+
+
+class Stack:
+    def __init__(self, env: dict[str, str], key: str) -> None:
+        self.env, self.key = env, key
+        self.url = f"http://127.0.0.1:{env['GATEWAY_PORT']}/predictions/digits"
+        self.body, self.content_type = example(SPECS["digits"])
+
+    def predict(self, key: str | None = None) -> requests.Response:
+        headers = {"Content-Type": self.content_type, "Authorization": f"Bearer {self.key if key is None else key}"}
+        return requests.post(self.url, data=self.body, headers=headers, timeout=30)
+
+    def answers(self) -> bool:
+        try:
+            return self.predict().status_code == 200
+        except requests.RequestException:
+            return False
+
+    def load(self, seconds: int) -> subprocess.Popen:
+        """hey in the background: `seconds` of steady load on loopback."""
+        path = DOCKER_DIR.parent / "examples" / SPECS["digits"].example
+        cmd = ["hey", "-z", f"{seconds}s", "-c", str(CONCURRENCY), "-m", "POST", "-T", self.content_type]
+        cmd += ["-H", f"Authorization: Bearer {self.key}", "-D", str(path), self.url]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def promql(self, query: str) -> str:
+        (prometheus,) = docker(
+            "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={STACK}_prometheus"
+        ).stdout.split()
+        return docker("exec", prometheus, "promtool", "query", "instant", "http://localhost:9090", query).stdout
+
+
+def summary(hey_output: str) -> dict[str, float]:
+    """Requests, non-200 answers, transport errors, and p50/p99 (ms) from hey's report."""
+    codes = dict(re.findall(r"\[(\d{3})\]\s+(\d+) responses", hey_output))
+    errors = re.search(r"Error distribution:\n((?:\s+\[\d+\].*\n?)+)", hey_output)
+    pct = dict(re.findall(r"\s(\d\d)% in ([\d.]+) secs", hey_output))
+    return {
+        "requests": sum(int(n) for n in codes.values()),
+        "non_200": sum(int(n) for c, n in codes.items() if c != "200"),
+        "errors": sum(int(n) for n in re.findall(r"\[(\d+)\]", errors.group(1))) if errors else 0,
+        "p50_ms": float(pct["50"]) * 1000,
+        "p99_ms": float(pct["99"]) * 1000,
+    }
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    containers.ensure_engine()
+    state = docker("info", "-f", "{{.Swarm.LocalNodeState}}").stdout.strip()
+    created_swarm = state != "active"
+    had_gwbridge = bool(docker("network", "ls", "-q", "--filter", "name=^docker_gwbridge$").stdout.strip())
+    if created_swarm:
+        docker("swarm", "init", "--advertise-addr", "127.0.0.1")
+    key = os.urandom(32).hex()
+    secret = f"{STACK}_key"
+    images, _ = containers.build_all()
+    root = tmp_path_factory.mktemp("stores")
+    v1 = containers.models_image("swarm-test-1.0", archives(root, "1.0"))
+    v2 = containers.models_image("swarm-test-2.0", archives(root, "2.0"))
+    env = {
+        **os.environ,
+        **images.env(),
+        "MODELS_IMAGE": v1,
+        "REPLICAS": "2",
+        "GATEWAY_PORT": str(free_port()),
+        "GATEWAY_SECRET": secret,
+    }
+    try:
+        docker("secret", "create", secret, "-", input=key)
+        subprocess.run(
+            [containers.docker_bin(), "stack", "deploy", "-c", str(DOCKER_DIR / "stack.yml"), STACK],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        deployed = Stack(env, key)
+        wait_for("two healthy replicas", lambda: len(tasks_running()) == 2)
+        wait_for("an answer through the gateway", deployed.answers)
+        deployed.v2 = v2
+        yield deployed
+    finally:
+        docker("stack", "rm", STACK, check=False)
+        # Networks go once their containers have: wait, then drop the secret and the swarm.
+        wait_for(
+            "the stack's removal",
+            lambda: (
+                not docker(
+                    "network", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={STACK}"
+                ).stdout.strip()
+            ),
+            120,
+        )
+        wait_for(
+            "the stack's containers to stop",
+            lambda: not docker("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={STACK}").stdout.strip(),
+            120,
+        )
+        docker("secret", "rm", secret, check=False)
+        for volume in docker(
+            "volume", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={STACK}"
+        ).stdout.split():
+            docker("volume", "rm", volume, check=False)
+        if created_swarm:  # leave the machine as it was: no swarm, and no bridge it made
+            docker("swarm", "leave", "--force")
+            if not had_gwbridge:
+                docker("network", "rm", "docker_gwbridge", check=False)
+
+
+def test_a_request_without_the_gateway_key_is_refused(stack):
+    for key in ("", "0" * 64, stack.key[:-1]):
+        r = stack.predict(key)
+        assert r.status_code == 401 and r.json()["code"] == "unauthorized", r.text
+    r = requests.get(
+        stack.url.replace("/predictions/digits", "/models"), headers={"Authorization": f"Bearer {stack.key}"}
+    )
+    assert r.status_code == 404, "management must not be reachable through the gateway"
+
+
+def test_killing_a_replica_under_load_loses_no_request(stack):
+    before = set(tasks_running())
+    load = stack.load(LOAD_S)
+    time.sleep(LOAD_S / 4)
+    (victim, *_) = docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={SERVICE}").stdout.split()
+    docker("kill", "--signal", "KILL", victim)
+    out, _ = load.communicate(timeout=LOAD_S + 60)
+    figures = summary(out)
+    print(f"failover (SIGKILL of one of 2 replicas, c={CONCURRENCY}, {LOAD_S} s): {figures}")
+    assert figures["requests"] > 0 and figures["non_200"] == 0 and figures["errors"] == 0, out
+    wait_for(
+        "Swarm to replace the killed replica", lambda: len(tasks_running()) == 2 and set(tasks_running()) != before
+    )
+
+
+def test_a_rolling_update_loses_no_request_and_ends_on_the_new_version(stack):
+    versions: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            r = stack.predict()
+            versions.append((time.monotonic(), r.headers.get("x-model-version", f"status {r.status_code}")))
+
+    load = stack.load(LOAD_S + 20)
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        docker("service", "update", "--quiet", "--image", stack.v2, SERVICE, timeout=300)
+        converged = time.monotonic()
+        time.sleep(5)
+    finally:
+        stop.set()
+        prober.join()
+    out, _ = load.communicate(timeout=LOAD_S + 120)
+    figures = summary(out)
+    print(f"rolling update 1.0 -> 2.0 (start-first, 2 replicas, c={CONCURRENCY}): {figures}")
+    assert figures["requests"] > 0 and figures["non_200"] == 0 and figures["errors"] == 0, out
+    after = {v for t, v in versions if t > converged}
+    assert after == {"2.0"}, f"answers after the update came from {after}"
+    assert {v for _, v in versions} <= {"1.0", "2.0"}, "a probe request failed during the update"
+    spec = docker(
+        "service", "inspect", "-f", "{{.Spec.UpdateConfig.Order}} {{.Spec.UpdateConfig.FailureAction}}", SERVICE
+    )
+    assert spec.stdout.split() == ["start-first", "rollback"]
+
+
+def test_scaling_to_three_puts_the_new_replica_to_work(stack):
+    docker("service", "scale", "--detach=false", f"{SERVICE}=3", timeout=300)
+    wait_for("three running replicas", lambda: len(tasks_running()) == 3)
+    # The gateway finds the new replica by DNS; Prometheus scrapes it too (count per instance).
+    wait_for("every replica to serve", lambda: stack.answers() and _serving(stack) == 3, 120)
+
+
+def _serving(stack: Stack) -> int:
+    """How many replicas Prometheus saw answer digits requests (after a burst of them)."""
+    for _ in range(12):
+        stack.predict()
+    time.sleep(6)  # one scrape interval
+    out = stack.promql('count(sum by (instance) (ts_inference_requests_total{model_name="digits"}) > 0)')
+    found = re.search(r"=> (\d+)", out)
+    return int(found.group(1)) if found else 0
