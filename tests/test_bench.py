@@ -22,11 +22,27 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     for model in ("digits", "diabetes"):
         assert {("shipped", model, 1), ("shipped", model, 32), ("defaults", model, 32)} <= stages
         assert {("shipped", f"{model}-onnx", 1), ("shipped", f"{model}-onnx", 32)} <= stages
+    # The baselines of issue #16, measured in the same run: the floor handler and the LitServe peer.
+    for stage, model in (("floor", "digits-floor"), ("peer", "digits")):
+        assert {(stage, model, 1), (stage, model, 32)} <= stages
     served = [p for p in data["points"] if p["stage"] != "in-process"]
     assert all(p["errors"] == 0 and p["throughput"] > 0 and p["p50_ms"] <= p["p99_ms"] for p in served)
-    assert all(p["torchserve_ms"] > 0 for p in served)
+    torchserve = [p for p in served if p["stage"] != "peer"]
+    assert all(p["torchserve_ms"] > 0 for p in torchserve)
+    # Where the time goes: every TorchServe point split; the shipped digits point down to the stages.
+    assert all(p["breakdown"]["queue_and_batch_wait"] >= 0 for p in torchserve)
+    shipped = next(p for p in torchserve if (p["stage"], p["model"], p["concurrency"]) == ("shipped", "digits", 32))
+    assert all(shipped["breakdown"][k] > 0 for k in ("decode", "inference", "encode", "batch_size"))
+    assert all(v > 0 for v in data["preprocess"].values())
     report = (out / "report.md").read_text()
-    assert report.count("(target ") == 3 and ("**met**" in report or "**missed**" in report)
+    assert report.count("(target ") == 7 and ("**met**" in report or "**missed**" in report)
+    for section in ("## Baselines (digits)", "## Where the time goes", "## TorchServe settings", "## maxBatchDelay = 0",
+                    "## Shipped configuration"):  # fmt: skip
+        assert section in report
+    baselines = report.split("## Baselines (digits)")[1].split("## Where the time goes")[0]
+    for label in ("| shipped", "| floor", "| peer (LitServe)", "| TorchServe defaults", "| in process"):
+        assert label in baselines
+    assert "ModelManager.java" in report.split("## maxBatchDelay = 0")[1]
     # The runtime comparison: two runtimes and a ratio row per model, every figure measured.
     section = report.split("## TorchScript vs ONNX Runtime")[1].split("## Results")[0]
     rows = [r for r in section.splitlines() if r.startswith(("| digits", "| diabetes"))]

@@ -19,7 +19,8 @@ import subprocess
 import tempfile
 import time
 import zipfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from importlib.metadata import version
 from pathlib import Path
 
 import psutil
@@ -27,9 +28,10 @@ import yaml
 
 from training.registry import SPECS
 from training.specs import ServingConfig
-from tsforge import archive, bench_worst, build, serve
+from tsforge import archive, bench_baselines, bench_breakdown, bench_worst, build, serve
+from tsforge.bench_baselines import FLOOR
 from tsforge.client import CONTENT_TYPES
-from tsforge.paths import ARTIFACTS, EXAMPLES, MODEL_STORE, ROOT
+from tsforge.paths import ARTIFACTS, CONFIG, EXAMPLES, MODEL_STORE, ROOT
 
 CONCURRENCY = (1, 8, 32, 64)
 # Each model's request body is its declared example (examples/<file>).
@@ -41,14 +43,14 @@ BODIES = {
 # PyTorch's default thread count in each worker (threads 0 = leave it alone).
 TORCHSERVE_DEFAULTS = ServingConfig(batch_size=1, max_batch_delay_ms=100, workers=2, threads_per_worker=0)
 # Served name -> the model (and request body) behind it: digits-onnx -> digits.
-BASE = build.MODEL_OF
+BASE = {**build.MODEL_OF, FLOOR: "digits"}
 # Settings tried for digits at concurrency 32 (full mode): (workers, threads, batch, delay ms).
 SWEEP = [(1, 1, 8, 1), (1, 2, 8, 1), (2, 1, 8, 5), (2, 1, 8, 1), (2, 1, 16, 5), (2, 1, 1, 1), (2, 1, 8, 0)]
 
 
 @dataclass
 class Point:
-    stage: str  # "in-process", "shipped", "defaults", "sweep"
+    stage: str  # "in-process", "shipped", "floor", "peer", "defaults", "settings", "sweep"
     model: str
     setting: str
     concurrency: int
@@ -64,6 +66,9 @@ class Point:
     torchserve_ms: float = 0.0
     # Resident memory of the model's largest worker after the point (served points).
     worker_rss_mib: float = 0.0
+    mean_ms: float = 0.0
+    # Per request, ms: tsforge.bench_breakdown.PARTS (TorchServe points only).
+    breakdown: dict[str, float] = field(default_factory=dict)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -112,27 +117,55 @@ def hey(url: str, body: Path, content_type: str, key: str, concurrency: int, sec
     return [float(r["response-time"]) * 1000 for r in rows if r["status-code"] == "200"], errors
 
 
-def variant_store(root: Path, serving: ServingConfig | None) -> Path:
-    """The built archives, or the same TorchScript models and handlers with other settings."""
-    if serving is None:
+def variant_store(root: Path, serving: ServingConfig | None, handler: Path = archive.HANDLER) -> Path:
+    """The built archives, or the same TorchScript models (and handler) with other settings."""
+    if serving is None and handler == archive.HANDLER:
         return MODEL_STORE
     store = root / "store"
     for name, spec in SPECS.items():
         exported = build.exported_file(spec, ARTIFACTS / name, "torchscript")
         card = json.loads((exported.parent / build.MODEL_CARD).read_text())
-        archive.build_archive(replace(spec, serving=serving), exported, card, store)
+        archive.build_archive(replace(spec, serving=serving or spec.serving), exported, card, store, handler=handler)
     return store
 
 
+def hey_point(stage: str, model: str, setting: str, url: str, body: Path, content_type: str, key: str, c: int,
+              seconds: float) -> Point:  # fmt: skip
+    ms, errors = hey(url, body, content_type, key, c, seconds)
+    return Point(stage, model, setting, c, len(ms) + errors, len(ms) / seconds, percentile(ms, 50),
+                 percentile(ms, 90), percentile(ms, 99), errors, mean_ms=statistics.fmean(ms))  # fmt: skip
+
+
 def served(
-    stage: str, setting: str, serving: ServingConfig | None, models: list[str], concurrencies, seconds: float, log
+    stage: str,
+    setting: str,
+    models: list[str],
+    concurrencies,
+    seconds: float,
+    log,
+    serving: ServingConfig | None = None,
+    store=None,
+    config: Path = CONFIG,
+    log_variant: str | None = None,
+    registrations: dict[str, dict[str, int]] | None = None,
 ) -> list[Point]:
+    """Every model of `models` under hey at each concurrency, on a TorchServe of its own.
+
+    `store(tmp)` builds the archives (default: the shipped ones, or `serving` applied to
+    them); `config`, `log_variant` and `registrations` (archive -> management API settings,
+    instead of --models) are the settings variants' knobs.
+    """
     points = []
     with tempfile.TemporaryDirectory() as tmp:
-        store = variant_store(Path(tmp), serving)
+        store_dir = store(Path(tmp)) if store else variant_store(Path(tmp), serving)
         ports = {k: serve.free_port() for k in serve.PORT_KEYS}
-        server = serve.start([f"{m}.mar" for m in models], run_dir=Path(tmp) / "run", model_store=store, ports=ports)
+        run_dir = Path(tmp) / "run"
+        startup = [] if registrations else [f"{m}.mar" for m in models]
+        with bench_baselines.log_config(log_variant, Path(tmp) / "log4j2.xml"):
+            server = serve.start(startup, run_dir=run_dir, model_store=store_dir, base_config=config, ports=ports)
         try:
+            for archive_name, params in (registrations or {}).items():
+                bench_baselines.register(server, archive_name, **params)
             key = server.keys()["inference"]
             for model in models:
                 path, content_type = BODIES[BASE[model]]
@@ -140,23 +173,50 @@ def served(
                 hey(url, path, content_type, key, 4, 1)  # warm-up: first requests load lazily
                 for c in concurrencies:
                     log(f"{stage} {setting}: {model} at concurrency {c}")
-                    before = ts_counters(server, model)
-                    ms, errors = hey(url, path, content_type, key, c, seconds)
+                    before, offset = ts_counters(server, model), bench_breakdown.log_offset(server.log_file)
+                    point = hey_point(stage, model, setting, url, path, content_type, key, c, seconds)
                     after = ts_counters(server, model)
+                    with open(server.log_file, "rb") as f:
+                        f.seek(offset)
+                        logged = bench_breakdown.parse(f.read().decode(errors="replace"), model)
                     n = max(1.0, after["ts_inference_requests_total"] - before["ts_inference_requests_total"])
-                    queue = (
-                        (after["ts_queue_latency_microseconds"] - before["ts_queue_latency_microseconds"]) / n / 1000
-                    )
-                    total = (
-                        (after["ts_inference_latency_microseconds"] - before["ts_inference_latency_microseconds"])
-                        / n
-                        / 1000
+                    point.queue_ms = (after[COUNTERS[1]] - before[COUNTERS[1]]) / n / 1000
+                    point.torchserve_ms = (after[COUNTERS[2]] - before[COUNTERS[2]]) / n / 1000
+                    point.breakdown = bench_breakdown.breakdown(
+                        point.mean_ms, point.torchserve_ms, point.queue_ms, logged
                     )
                     rss = max(psutil.Process(pid).memory_info().rss for pid in bench_worst.worker_pids(server, model))
-                    points.append(Point(stage, model, setting, c, len(ms) + errors, len(ms) / seconds, percentile(ms, 50),
-                                        percentile(ms, 90), percentile(ms, 99), errors, queue, total, rss / 2**20))  # fmt: skip
+                    point.worker_rss_mib = rss / 2**20
+                    points.append(point)
         finally:
-            serve.stop(Path(tmp) / "run")
+            serve.stop(run_dir)
+    return points
+
+
+def floor(concurrencies, seconds: float, log) -> list[Point]:
+    """The minimal TorchServe handler on the same exported digits file, same settings."""
+    spec = SPECS["digits"]
+    exported = build.exported_file(spec, ARTIFACTS / "digits", "torchscript")
+
+    def store(tmp: Path) -> Path:
+        return bench_baselines.floor_archive(exported, spec.serving, tmp / "store").parent
+
+    return served("floor", "minimal TorchServe handler", [FLOOR], concurrencies, seconds, log, store=store)
+
+
+def peer(concurrencies, seconds: float, log) -> list[Point]:
+    """LitServe on the same exported digits file, same batching and workers, loaded by hey."""
+    spec = SPECS["digits"]
+    exported = build.exported_file(spec, ARTIFACTS / "digits", "torchscript")
+    with tempfile.TemporaryDirectory() as tmp:
+        body = bench_baselines.peer_body(BODIES["digits"][0], Path(tmp) / "body.json")
+        with bench_baselines.peer_server(exported, spec.serving, Path(tmp) / "litserve.log") as url:
+            setting = f"LitServe {version('litserve')}"
+            hey(url, body, "application/json", "none", 4, 1)  # warm-up
+            points = []
+            for c in concurrencies:
+                log(f"peer {setting}: digits at concurrency {c}")
+                points.append(hey_point("peer", "digits", setting, url, body, "application/json", "none", c, seconds))
     return points
 
 
@@ -173,6 +233,33 @@ def ts_counters(server: serve.Server, model: str) -> dict[str, float]:
         if name in totals and f'model_name="{model}"' in line:
             totals[name] += float(line.rsplit(" ", 1)[1])
     return totals
+
+
+# What TorchServe settings cost or save (full mode, digits alone, c=1 and 32): each a variant of
+# the shipped setup. The 0 ms delay can only be had over the management API (report, "maxBatchDelay").
+SETTINGS: list[tuple[str, dict]] = [
+    ("as shipped", {}),
+    ("access log off", {"log_variant": "access log off"}),
+    ("frontend log at WARN", {"log_variant": "frontend log at WARN"}),
+    ("async_logging=true", {"overrides": {"async_logging": "true"}}),
+    ("number_of_netty_threads=1", {"overrides": {"number_of_netty_threads": "1"}}),
+    ("netty_client_threads=1", {"overrides": {"netty_client_threads": "1"}}),
+    ("job_queue_size=1000", {"overrides": {"job_queue_size": "1000"}}),
+    ("handler metrics off", {"handler": bench_baselines.QUIET_HANDLER}),
+    ("maxBatchDelay 0 (management API)", {"register": {"batch_size": 8, "max_batch_delay": 0, "initial_workers": 2}}),
+]
+
+
+def settings(concurrencies, seconds: float, log) -> list[Point]:
+    points = []
+    for name, knobs in SETTINGS:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = bench_baselines.config_variant(knobs.get("overrides", {}), Path(tmp) / "config.properties")
+            handler = knobs.get("handler", archive.HANDLER)
+            points += served("settings", name, ["digits"], concurrencies, seconds, log, config=config,
+                             store=lambda t, h=handler: variant_store(t, None, h), log_variant=knobs.get("log_variant"),
+                             registrations={"digits.mar": knobs["register"]} if "register" in knobs else None)  # fmt: skip
+    return points
 
 
 def worst_case_costs(repeats: int) -> list[bench_worst.Cost]:
@@ -193,6 +280,7 @@ def ensure_tools() -> None:
 
 
 def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Path:
+    from tsforge import bench_preprocess  # the digits preprocessing before/after (issue #16)
     from tsforge.bench_report import write_report
 
     ensure_tools()
@@ -211,15 +299,22 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
         for batch in (1, SPECS[BASE[model]].serving.batch_size):
             log(f"in-process {model} batch {batch}")
             points.append(in_process(model, MODEL_STORE, batch, seconds))
-    points += served("shipped", "shipped", None, build.SERVED, CONCURRENCY, seconds, log)
-    points += served("defaults", "TorchServe defaults", TORCHSERVE_DEFAULTS, list(SPECS), CONCURRENCY, seconds, log)
+    points += served("shipped", "shipped", build.SERVED, CONCURRENCY, seconds, log)
+    points += floor(CONCURRENCY, seconds, log)
+    points += peer(CONCURRENCY, seconds, log)
+    points += served(
+        "defaults", "TorchServe defaults", list(SPECS), CONCURRENCY, seconds, log, serving=TORCHSERVE_DEFAULTS
+    )
+    log("in-process digits preprocessing, before and after")
+    preprocess = bench_preprocess.measure(seconds)
     log("worst case of each input class, through a served worker")
     costs = worst_case_costs(repeats=1 if quick else 3)
     if not quick:
+        points += settings((1, 32), seconds, log)
         for workers, threads, batch, delay in SWEEP:
             setting = f"{workers} workers x {threads} threads, batch {batch}, delay {delay} ms"
             cfg = ServingConfig(batch_size=batch, max_batch_delay_ms=delay, workers=workers, threads_per_worker=threads)
-            points += served("sweep", setting, cfg, ["digits"], (1, 32), seconds, log)
+            points += served("sweep", setting, ["digits"], (1, 32), seconds, log, serving=cfg)
     out = out_root / time.strftime("%Y-%m-%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(
@@ -229,11 +324,12 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
                 "seconds_per_point": seconds,
                 "points": [asdict(p) for p in points],
                 "worst_cases": [asdict(c) for c in costs],
+                "preprocess": preprocess,
             },
             indent=2,
         )
     )
-    write_report(points, out, quick, seconds, costs)
+    write_report(points, out, quick, seconds, costs, preprocess)
     log(f"report: {out / 'report.md'}")
     failed = [p for p in points if p.errors]
     if failed:

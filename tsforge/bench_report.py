@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from training.export import FORMATS  # noqa: E402
 from training.registry import SPECS  # noqa: E402
-from tsforge import bench_worst  # noqa: E402
-from tsforge.bench import TORCHSERVE_DEFAULTS, Point  # noqa: E402
+from tsforge import bench_sections, bench_worst  # noqa: E402
+from tsforge.bench import FLOOR, TORCHSERVE_DEFAULTS, Point  # noqa: E402
 from tsforge.bench_worst import Cost  # noqa: E402
 
 
@@ -124,8 +124,12 @@ def plots(points: list[Point], out: Path) -> None:
             ("shipped", model, "o-", "shipped (TorchScript)"),
             ("shipped", FORMATS["onnx"].served_name(model), "^-", "shipped (ONNX Runtime)"),
             ("defaults", model, "s--", "TorchServe defaults"),
+            ("floor", FLOOR if model == "digits" else "", "d-.", "floor (minimal TorchServe handler)"),
+            ("peer", model, "x-.", "peer (LitServe)"),
         ):
             series = _pick(points, stage=stage, model=name)
+            if not series:
+                continue
             ax.plot([p.concurrency for p in series], [p.throughput for p in series], style, label=label)
         limit = _one(points, stage="in-process", model=model, setting=f"batch {SPECS[model].serving.batch_size}")
         ax.axhline(limit.throughput, color="gray", linestyle=":", label=f"in process, {limit.setting}")
@@ -138,8 +142,12 @@ def plots(points: list[Point], out: Path) -> None:
 
     fig, axes = plt.subplots(1, len(SPECS), figsize=(6 * len(SPECS), 4))
     for ax, model in zip(axes, SPECS, strict=True):
-        for stage, color in (("shipped", "tab:blue"), ("defaults", "tab:orange")):
-            series = _pick(points, stage=stage, model=model)
+        for stage, name, color in (("shipped", model, "tab:blue"), ("defaults", model, "tab:orange"),
+                                   ("floor", FLOOR if model == "digits" else "", "tab:green"),
+                                   ("peer", model, "tab:red")):  # fmt: skip
+            series = _pick(points, stage=stage, model=name)
+            if not series:
+                continue
             c = [p.concurrency for p in series]
             for q, style in (("p50_ms", "-"), ("p90_ms", "--"), ("p99_ms", ":")):
                 ax.plot(c, [getattr(p, q) for p in series], style, color=color, label=f"{stage} {q[:3]}")
@@ -151,7 +159,9 @@ def plots(points: list[Point], out: Path) -> None:
     plt.close(fig)
 
 
-def write_report(points: list[Point], out: Path, quick: bool, seconds: float, costs: list[Cost]) -> None:
+def write_report(
+    points: list[Point], out: Path, quick: bool, seconds: float, costs: list[Cost], preprocess: dict
+) -> None:
     plots(points, out)
     shipped = {name: asdict(spec.serving) for name, spec in SPECS.items()}
     d = _pick(points, stage="shipped", model="digits")
@@ -168,6 +178,32 @@ def write_report(points: list[Point], out: Path, quick: bool, seconds: float, co
         "## Targets (digits)",
         "",
         *targets(points),
+        *bench_sections.targets(points, preprocess),
+        "",
+        "## Baselines (digits)",
+        "",
+        "The same exported TorchScript file, the same PNG and the same hey command, in this run: shipped (our "
+        "handler: validation, limits, per-request errors, metrics); floor (a minimal TorchServe handler: decode, "
+        "scale, forward, argmax; same batch, delay and workers); peer (LitServe, same batching and workers; the PNG "
+        "base64 in JSON, LitServe's idiom); TorchServe's defaults; and the handler in process.",
+        "",
+        *bench_sections.baselines(points),
+        "",
+        "## Where the time goes",
+        "",
+        *bench_sections.where_time_goes(points),
+        "",
+        "## TorchServe settings",
+        "",
+        *bench_sections.settings_table(points),
+        "",
+        "## maxBatchDelay = 0",
+        "",
+        *bench_sections.batch_delay(points),
+        "",
+        "## Shipped configuration",
+        "",
+        *bench_sections.shipped_configuration(points),
         "",
         "## TorchScript vs ONNX Runtime",
         "",
@@ -178,7 +214,13 @@ def write_report(points: list[Point], out: Path, quick: bool, seconds: float, co
         "",
         "## Results",
         "",
-        *table(_pick(points, stage="in-process") + _pick(points, stage="shipped") + _pick(points, stage="defaults")),
+        *table(
+            [
+                p
+                for stage in ("in-process", "shipped", "floor", "peer", "defaults", "settings")
+                for p in _pick(points, stage=stage)
+            ]
+        ),
         "",
         "## Plots",
         "",
