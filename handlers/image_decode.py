@@ -8,12 +8,20 @@ float array is built, so the float work is the same for a 28x28 PNG and a 12 MP 
 
 Shown as a viewer shows it: EXIF orientation applied, 16-bit samples scaled (not clipped),
 transparency composited onto the background that keeps the ink visible, first frame only.
+
+The common request (a small 8-bit grayscale PNG of nothing but IHDR, IDAT and IEND, as MNIST
+digits are) holds no orientation, transparency or frames, so once the same checks have passed
+its image data is inflated directly, or given to Pillow's PNG decoder when its rows are
+filtered (issue #16: Image.open's chunk parsing cost more than the pixels). Anything else, or
+any such file that does not decode cleanly, is read by Image.open as before, so every answer
+and refusal is Image.open's (tests/test_digits_preprocess.py compares them).
 """
 
 from __future__ import annotations
 
 import io
 import struct
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +40,10 @@ _SOS = 0xDA
 # Start-of-frame markers (all but DHT C4, JPG C8 and DAC CC); C2, C6, CA, CE are progressive.
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
+# Pillow's plugin for each sniffed kind: no other decoder is ever tried on a body.
+_FORMATS = {"png": ("PNG",), "jpeg": ("JPEG",)}
+# 8-bit sample -> float32 in [0, 1]: the same values as uint8 / 255.0 in float32, by one lookup.
+_UNIT8 = np.arange(256, dtype=np.float32) / 255.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,9 @@ class Structure:
     width: int
     height: int
     decoded_bytes: int  # the largest buffer decoding will hold (before draft reduction for PNG)
+    # A plain 8-bit grayscale PNG (IHDR with a valid CRC, not interlaced, then only IDATs and
+    # IEND): where its zlib data lies, (start, end) per IDAT. Empty for any other file.
+    gray8_idat: tuple[tuple[int, int], ...] = ()
 
 
 def sniff(raw: bytes) -> str:
@@ -55,6 +70,7 @@ def sniff(raw: bytes) -> str:
 def png_structure(raw: bytes, limits: Limits) -> Structure:
     """Walk the chunks (at most max_image_chunks of them): IHDR gives size, depth and colour."""
     pos, count, width, height, raw_bpp, mode_bpp = len(PNG_MAGIC), 0, 0, 0, 0.0, 1
+    kind, plain, idat = b"", False, []  # plain: IHDR first, 8-bit grey, not interlaced, CRC right
     while pos + 8 <= len(raw):
         length, kind = struct.unpack_from(">I4s", raw, pos)
         count += 1
@@ -67,14 +83,21 @@ def png_structure(raw: bytes, limits: Limits) -> Structure:
             channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour, 4)
             raw_bpp = channels * depth / 8
             mode_bpp = 2 if (colour == 0 and depth == 16) else (1 if channels == 1 else 4)
+            plain = count == 1 and length == 13 and raw[pos + 16 : pos + 21] == b"\x08\x00\x00\x00\x00"
+            plain = plain and raw[pos + 21 : pos + 25] == zlib.crc32(raw[pos + 4 : pos + 21]).to_bytes(4, "big")
         elif kind == b"tRNS":
             mode_bpp = 4  # composited as RGBA / LA
         elif kind == b"IEND":
             break
+        elif kind == b"IDAT" and count == len(idat) + 2:  # right after IHDR or another IDAT
+            idat.append((pos + 8, pos + 8 + length))
         pos += 12 + length
     if not width:
         raise RequestError(400, "invalid_image", "The PNG has no valid IHDR header.")
-    return Structure("png", width, height, int(width * height * max(raw_bpp, mode_bpp)))
+    # Exactly IHDR, IDAT..., IEND: any other chunk makes the count run ahead of the IDATs.
+    plain = plain and height > 0 and kind == b"IEND" and count == len(idat) + 2
+    decoded = int(width * height * max(raw_bpp, mode_bpp))
+    return Structure("png", width, height, decoded, tuple(idat) if plain else ())
 
 
 def jpeg_structure(raw: bytes, limits: Limits) -> Structure:
@@ -150,15 +173,47 @@ def decode_gray(raw: bytes, limits: Limits) -> np.ndarray:
     except struct.error as e:
         raise RequestError(400, "invalid_image", f"The {kind.upper()} headers are truncated.") from e
     check_cost(structure, limits)
+    if structure.gray8_idat and max(structure.width, structure.height) <= WORK_SIDE:
+        gray = _plain_gray8(raw, structure)
+        if gray is not None:
+            return gray
     try:
-        with Image.open(io.BytesIO(raw)) as image:
+        with Image.open(io.BytesIO(raw), formats=_FORMATS[kind]) as image:
             if kind == "jpeg":  # libjpeg decodes straight to 1/2..1/8 scale, in grayscale
                 scale = draft_scale(*image.size)
                 image.draft("L", (image.width // scale, image.height // scale))
             image.load()  # the first frame only, for an animated PNG
-            return _as_shown(ImageOps.exif_transpose(image))
+            ImageOps.exif_transpose(image, in_place=True)  # in place: no copy when upright
+            return _as_shown(image)
     except (OSError, SyntaxError, ValueError, struct.error, Image.DecompressionBombError) as e:
         raise RequestError(400, "invalid_image", f"The image could not be decoded: {e}.") from e
+
+
+def _plain_gray8(raw: bytes, structure: Structure) -> np.ndarray | None:
+    """A plain 8-bit grayscale PNG's pixels from its IDAT data, as Pillow's PNG decoder gives them.
+
+    What Image.open would add for such a file is nothing: no orientation, transparency or
+    frames can be in it. Inflated (never past the image's own height x (width + 1) bytes),
+    scanlines that are all unfiltered (filter byte 0, as Pillow writes grayscale) are the
+    pixels; filtered ones go through Pillow's PNG (zip) decoder. None when neither finishes
+    the image cleanly: Image.open then reads the file and gives the answer.
+    """
+    spans = structure.gray8_idat
+    data = raw[spans[0][0] : spans[0][1]] if len(spans) == 1 else b"".join(raw[a:b] for a, b in spans)
+    width, height = structure.width, structure.height
+    try:
+        scanlines = zlib.decompressobj().decompress(data, height * (width + 1))
+    except zlib.error:
+        return None
+    if len(scanlines) == height * (width + 1):
+        rows = np.frombuffer(scanlines, np.uint8).reshape(height, width + 1)
+        if not rows[:, 0].any():
+            return _UNIT8[rows[:, 1:]]
+    try:
+        image = Image.frombytes("L", (width, height), data, "zip", "L")
+    except (ValueError, OSError):
+        return None
+    return _UNIT8[np.frombuffer(image.tobytes(), np.uint8).reshape(height, width)]
 
 
 def _as_shown(image: Image.Image) -> np.ndarray:
@@ -177,6 +232,8 @@ def _as_shown(image: Image.Image) -> np.ndarray:
         return _composite(values[..., 0], values[..., 1])
     if image.mode not in ("L", "I", "F"):
         image = image.convert("L")
+    if image.mode == "L":
+        return _UNIT8[np.frombuffer(image.tobytes(), np.uint8).reshape(image.height, image.width)]
     return np.asarray(image, dtype=np.float32) / (65535.0 if image.mode == "I" else 255.0)
 
 
