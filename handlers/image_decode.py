@@ -79,10 +79,14 @@ def png_structure(raw: bytes, limits: Limits) -> Structure:
                 413, "too_many_chunks", f"The PNG has more than {limits.max_image_chunks} chunks (max_image_chunks)."
             )
         if kind == b"IHDR" and length >= 13:
-            width, height, depth, colour = struct.unpack_from(">IIBB", raw, pos + 8)
+            w, h, depth, colour = struct.unpack_from(">IIBB", raw, pos + 8)
             channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour, 4)
-            raw_bpp = channels * depth / 8
-            mode_bpp = 2 if (colour == 0 and depth == 16) else (1 if channels == 1 else 4)
+            # Pillow decodes by the last IHDR before the image data and ignores any after it:
+            # the cost counted is the largest any IHDR declares, so none can hide another's.
+            if w * h >= width * height:
+                width, height = w, h
+            raw_bpp = max(raw_bpp, channels * depth / 8)
+            mode_bpp = max(mode_bpp, 2 if (colour == 0 and depth == 16) else (1 if channels == 1 else 4))
             plain = count == 1 and length == 13 and raw[pos + 16 : pos + 21] == b"\x08\x00\x00\x00\x00"
             plain = plain and raw[pos + 21 : pos + 25] == zlib.crc32(raw[pos + 4 : pos + 21]).to_bytes(4, "big")
         elif kind == b"tRNS":
@@ -121,11 +125,16 @@ def jpeg_structure(raw: bytes, limits: Limits) -> Structure:
             continue
         (length,) = struct.unpack_from(">H", raw, pos + 2)
         if marker in _SOF and pos + 10 <= len(raw):
-            height, width, components = struct.unpack_from(">HHB", raw, pos + 5)
+            h, w, components = struct.unpack_from(">HHB", raw, pos + 5)
             if marker in _PROGRESSIVE:  # every coefficient of the full image, 2 bytes each
-                decoded = width * height * components * 2
+                cost = w * h * components * 2
             else:  # streamed, and decoded at the draft scale
-                decoded = width * height * 4 // draft_scale(width, height) ** 2
+                cost = w * h * 4 // draft_scale(w, h) ** 2
+            # libjpeg decodes the first frame, Pillow sizes by the last before the first scan:
+            # as for PNG, the largest frame any header declares is what is counted.
+            if w * h >= width * height:
+                width, height = w, h
+            decoded = max(decoded, cost)
         elif marker == _SOS:
             scans += 1
             if scans > limits.max_jpeg_scans:

@@ -3,6 +3,8 @@
 import base64
 import io
 import json
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -89,6 +91,29 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding():
     with pytest.raises(RequestError) as e:
         image_codec.decode_request(Payload(big), DIGITS, Limits(max_image_pixels=200 * 200))
     assert (e.value.status, e.value.code) == (413, "image_too_large")
+
+
+def test_a_later_smaller_size_header_does_not_hide_an_images_cost():
+    """Pillow decodes a PNG by the IHDR before its data and libjpeg a JPEG by its first frame;
+    a small header added after them must not let the large image past the limits."""
+    limits = Limits(max_image_pixels=200 * 200)
+    tiny_ihdr = struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0)
+    png_body = png(Image.new("L", (300, 300)))
+    png_body = (
+        png_body[:-12]
+        + struct.pack(">I", 13)
+        + b"IHDR"
+        + tiny_ihdr
+        + struct.pack(">I", zlib.crc32(b"IHDR" + tiny_ihdr))
+    )
+    jpeg_body = png(Image.new("L", (300, 300)), "JPEG")
+    jpeg_body = (
+        jpeg_body[:-2] + b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, 28, 28, 1) + b"\x01\x11\x00" + jpeg_body[-2:]
+    )
+    for body in (png_body, jpeg_body):
+        with pytest.raises(RequestError) as e:
+            image_codec.decode_request(Payload(body), DIGITS, limits)
+        assert (e.value.status, e.value.code) == (413, "image_too_large") and "300x300" in e.value.detail
 
 
 def test_diabetes_features_decode_in_order():

@@ -4,7 +4,9 @@
 digit_transform.py and image_codec.decode_image at a9de146), frozen here for comparison
 only: nothing serves it, and it must not be edited. `current_decode` is what the handler runs
 now (image_codec.decode_image). tests/test_digits_preprocess.py pins the two to the same
-pixels; `measure` times them on the same batch of real MNIST bodies:
+pixels; `measure` times them on the same batch of real MNIST bodies. One difference is
+deliberate: a PNG or JPEG with a second, smaller size header (IHDR, SOF) after its image is
+now judged by the largest it declares, where the reference judged it by the last one.
 
     .venv/bin/python -c "from tsforge.bench_preprocess import measure; print(measure(5))"
 """
