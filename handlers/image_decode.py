@@ -210,11 +210,15 @@ def _plain_gray8(raw: bytes, structure: Structure) -> np.ndarray | None:
     spans = structure.gray8_idat
     data = raw[spans[0][0] : spans[0][1]] if len(spans) == 1 else b"".join(raw[a:b] for a, b in spans)
     width, height = structure.width, structure.height
+    inflate = zlib.decompressobj()
     try:
-        scanlines = zlib.decompressobj().decompress(data, height * (width + 1))
+        scanlines = inflate.decompress(data, height * (width + 1))
+        # The stream must also end right there, checksum included: a truncated stream is
+        # refused by Pillow, so it must not be accepted here (at most one byte more is read).
+        complete = not inflate.decompress(inflate.unconsumed_tail, 1) and inflate.eof
     except zlib.error:
         return None
-    if len(scanlines) == height * (width + 1):
+    if complete and len(scanlines) == height * (width + 1):
         rows = np.frombuffer(scanlines, np.uint8).reshape(height, width + 1)
         if not rows[:, 0].any():
             return _UNIT8[rows[:, 1:]]

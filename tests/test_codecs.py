@@ -298,3 +298,27 @@ def test_an_image_whose_cost_cannot_be_bounded_is_refused_from_its_headers(name)
         digit(case.body, case.content_type)
     assert e.value.status == 413 and e.value.code in ("image_too_large", "too_many_chunks", "too_many_scans")
     assert "max_" in e.value.detail  # names the limit
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_a_plain_png_whose_zlib_stream_is_cut_short_reads_as_through_pillow():
+    """The fast path for plain grayscale PNGs takes only a stream that ends, checksum and all;
+    any other goes the way Image.open takes it (the pre-#16 reference decoder)."""
+    from tsforge.bench_preprocess import current_decode, reference_decode
+
+    width, height = 5, 4
+    rows = b"".join(b"\0" + bytes(range(i, i + width)) for i in range(height))  # unfiltered
+    head = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    for stream in (zlib.compress(rows), zlib.compress(rows)[:-4], zlib.compress(rows)[:-6]):
+        png = head + _png_chunk(b"IDAT", stream) + _png_chunk(b"IEND", b"")
+        try:
+            expected = reference_decode(png, Limits())
+        except RequestError as e:
+            with pytest.raises(RequestError) as got:
+                current_decode(png, Limits())
+            assert got.value.code == e.code
+        else:
+            assert np.array_equal(current_decode(png, Limits()), expected)

@@ -169,7 +169,9 @@ def test_a_request_without_the_gateway_key_is_refused(stack):
     r = requests.get(
         stack.url.replace("/predictions/digits", "/models"), headers={"Authorization": f"Bearer {stack.key}"}
     )
-    assert r.status_code == 404, "management must not be reachable through the gateway"
+    assert r.status_code == 404 and r.json()["code"] == "not_found", (
+        "management must not be reachable through the gateway"
+    )
 
 
 def test_killing_a_replica_under_load_loses_no_request(stack):
