@@ -240,8 +240,7 @@ def run_foreground(models: list[str], host: str | None = None, announce=print) -
     # A restarted container finds the previous one's pid files in the run volume; their pids
     # mean nothing in this container's fresh pid namespace (and may be taken by live ones).
     (RUN_DIR / PID_FILE).unlink(missing_ok=True)
-    for stale in (RUN_DIR / "tmp").glob(".model_server.pid"):
-        stale.unlink()
+    (RUN_DIR / "tmp" / ".model_server.pid").unlink(missing_ok=True)
     announce(start(models, host=host, console=True))
     try:
         while not stop_requested and is_running():
