@@ -12,13 +12,26 @@ import json
 import logging
 import os
 import time
+import uuid
 from typing import Any
 
 import numpy as np
 import torch
 
-from handlers import contracts, runtime
-from handlers.codec import Decoded, Limits, Payload, RequestError, non_finite_output, request_payload, undecodable
+from handlers import contracts, oip, runtime, scheduling
+from handlers.codec import (
+    BINARY_HEADER,
+    Decoded,
+    Limits,
+    Payload,
+    RequestError,
+    busy,
+    check_cost,
+    non_finite_output,
+    request_payload,
+    undecodable,
+)
+from handlers.scheduling import Job
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +88,7 @@ class BatchHandler:
         self.contract = contracts.from_yaml(settings, self.model_dir)
         # Only the declared kind's codec is imported (and only its modules are in the archive).
         self.codec = importlib.import_module(f"handlers.{self.contract.kind}_codec")
+        self.cost_unit = self.codec.COST_UNIT
         # The runtimes' default (one thread per core, per worker) oversubscribes small machines.
         self.threads = int(settings.get("threads", DEFAULT_THREADS))
         device = select_device(props.get("gpu_id"), torch.cuda.is_available())
@@ -88,8 +102,8 @@ class BatchHandler:
         return self.codec.decode_request(payload, self.contract, self.limits)
 
     def collate(self, rows: list[np.ndarray]) -> np.ndarray:
-        """One model input from the accepted requests' rows: the kind's own (text pads to the
-        longest in the batch), or a plain concatenation."""
+        """One model input from one pass's rows: the kind's own (text pads to the longest in
+        the pass), or a plain concatenation."""
         return getattr(self.codec, "collate", np.concatenate)(rows)
 
     def encode(self, outputs: np.ndarray, decoded: Decoded) -> Any:
@@ -100,56 +114,76 @@ class BatchHandler:
         live = {"runtime": self.runtime.name, "threads": self.threads, "device": self.runtime.device}
         return {**self.card, "limits": vars(self.limits), **live}
 
-    def handle(self, data: list[dict[str, Any]], context: Any) -> list[str]:
+    def handle(self, data: list[dict[str, Any]], context: Any) -> list[str | bytes]:
         """One answer per request, always: a request can change only its own answer."""
         if len(data) == 1 and is_management_describe(context):
             return [json.dumps(self.describe())]
         started = time.perf_counter()
-        responses: list[str] = [""] * len(data)
-        accepted: list[tuple[int, Decoded]] = []
+        responses: list[str | bytes] = [""] * len(data)
+        jobs: list[Job[Decoded]] = []
         for idx, request in enumerate(data):
             try:
                 headers = context.get_all_request_header(idx) if context.request_processor else {}
-                accepted.append((idx, self.decode(request_payload(request, self.limits, headers))))
+                decoded = self.decode(request_payload(request, self.limits, headers))
+                check_cost(decoded, self.limits, self.cost_unit)
+                jobs.append(Job(idx, len(decoded.rows), decoded.length, decoded))
             except Exception as e:  # whatever a request holds, it fails only itself
-                error = e if isinstance(e, RequestError) else undecodable(e)
-                self._count(context, "RejectedRequests", "Reason", error.code)
-                responses[idx] = self._reply(context, idx, error.status, error.body())
+                self._refuse(context, idx, responses, e if isinstance(e, RequestError) else undecodable(e))
         decoded_at = time.perf_counter()
-        if not accepted:
-            return responses
-        try:
-            outputs = self.runtime(self.collate([d.rows for _, d in accepted]))
-        except Exception as e:  # the worker must survive a failed forward pass
-            logger.exception("inference failed for a batch of %d requests", len(accepted))
-            failure = {"error": "inference_failed", "detail": f"{type(e).__name__}: {e}"}
-            for idx, _ in accepted:
-                responses[idx] = self._reply(context, idx, 500, failure)
-            return responses
+        served, deferred = scheduling.admit(jobs, self.limits.max_call_cost)
+        for job in deferred:
+            self._refuse(context, job.index, responses, busy(self.limits, self.cost_unit))
+        passes = scheduling.plan_passes(served, self.limits.max_pass_cost)
+        results = [result for jobs_of_pass in passes for result in scheduling.run_isolated(jobs_of_pass, self._forward)]
         inferred_at = time.perf_counter()
-        start = 0
-        for idx, decoded in accepted:
-            k = len(decoded.rows)
-            responses[idx] = self._answer(context, idx, outputs[start : start + k], decoded)
-            start += k
-        self._count(context, "Batches", "BatchSize", str(len(accepted)))
-        self._time(context, "PreprocessMs", decoded_at - started)
-        self._time(context, "InferenceMs", inferred_at - decoded_at)
-        self._time(context, "PostprocessMs", time.perf_counter() - inferred_at)
+        for job, outputs, error in results:
+            if error is None:
+                responses[job.index] = self._answer(context, job.index, outputs, job.item)
+            else:
+                responses[job.index] = self._failed(context, job.index, "inference_failed", error)
+        if served:
+            self._count(context, "Batches", "BatchSize", str(len(served)))
+            self._time(context, "PreprocessMs", decoded_at - started)
+            self._time(context, "InferenceMs", inferred_at - decoded_at)
+            self._time(context, "PostprocessMs", time.perf_counter() - inferred_at)
         return responses
 
-    def _answer(self, context: Any, idx: int, outputs: np.ndarray, decoded: Decoded) -> str:
+    def _forward(self, jobs: list[Job[Decoded]]) -> list[np.ndarray]:
+        """One forward pass over `jobs`' rows, split back into one output per job."""
+        outputs = self.runtime(self.collate([job.item.rows for job in jobs]))
+        bounds = np.cumsum([job.rows for job in jobs])[:-1]
+        return np.split(outputs, bounds)
+
+    def _refuse(self, context: Any, idx: int, responses: list[str | bytes], error: RequestError) -> None:
+        self._count(context, "RejectedRequests", "Reason", error.code)
+        responses[idx] = self._reply(context, idx, error.status, error.body())
+
+    def _failed(self, context: Any, idx: int, code: str, error: Exception) -> str:
+        """A 500 that names no internals: the detail goes to the log under the request's id."""
+        request_id = (context.get_request_id(idx) if context.request_ids else None) or uuid.uuid4().hex
+        logger.error("request %s failed (%s)", request_id, code, exc_info=error)
+        self._count(context, "FailedRequests", "Reason", code)
+        detail = f"The model could not answer this request; the server log has the cause under id {request_id}."
+        return self._reply(context, idx, 500, {"error": code, "detail": detail, "request_id": request_id})
+
+    def _answer(self, context: Any, idx: int, outputs: np.ndarray, decoded: Decoded) -> str | bytes:
         """The 200 answer for one request, or its own error: never NaN or Infinity in a body."""
         if not np.isfinite(outputs).all():
             error = non_finite_output(decoded)
             self._count(context, "RejectedRequests", "Reason", error.code)
             return self._reply(context, idx, error.status, error.body())
         try:
-            return self._reply(context, idx, 200, self.encode(outputs, decoded))
+            body = self.encode(outputs, decoded)
+            if decoded.binary_outputs:  # the protocol's binary extension, as the client asked
+                data, header_length = oip.encode_response(body, decoded.binary_outputs)
+                if header_length is not None:
+                    context.set_response_content_type(idx, "application/octet-stream")
+                    context.set_response_header(idx, BINARY_HEADER, str(header_length))
+                    context.set_response_header(idx, VERSION_HEADER, self.model_version)
+                    return data
+            return self._reply(context, idx, 200, body)
         except Exception as e:
-            logger.exception("encoding the answer to request %d failed", idx)
-            failure = {"error": "encode_failed", "detail": f"{type(e).__name__}: {e}"}
-            return self._reply(context, idx, 500, failure)
+            return self._failed(context, idx, "encode_failed", e)
 
     def _reply(self, context: Any, idx: int, status: int, body: Any) -> str:
         context.set_response_content_type(idx, JSON)

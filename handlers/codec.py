@@ -12,6 +12,7 @@ import orjson
 
 # The largest magnitude the models' float32 inputs can hold.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+BINARY_HEADER = "Inference-Header-Content-Length"
 # Request keys TorchServe uses for a raw body ("body") or a form field ("data").
 BODY_KEYS = ("body", "data")
 
@@ -53,6 +54,13 @@ class Limits:
     max_parts: int = 4
     # UTF-8 bytes of one text (text models): tokenizing costs per byte, before truncation.
     max_text_bytes: int = 16 * 1024
+    # The work of one forward pass, in the kind's cost unit (codec COST_UNIT: padded tokens,
+    # pixels, rows); a request that alone costs more is refused with a 413. And the work of one
+    # worker call: past it, the dearest requests are answered 429 at once (handlers.scheduling).
+    # Each model sets both from a measurement (models/<name>.py); these defaults bind nothing
+    # the other limits allow (64 rows of 64 x 64 pixels).
+    max_pass_cost: int = 64 * 64 * 64
+    max_call_cost: int = 8 * 64 * 64 * 64
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> Limits:
@@ -66,6 +74,9 @@ class Payload:
 
     value: Any  # bytes; or str / parsed JSON when TorchServe decoded the body itself
     media_type: str = ""
+    # The Open Inference Protocol's Inference-Header-Content-Length: the body is a JSON header
+    # of that many bytes, then the inputs' binary data (the binary tensor data extension).
+    binary_header: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,12 +90,41 @@ class Decoded:
     feature_names: tuple[str, ...] | None = None
     # Per row, whether the input was cut to fit the model (texts over max_tokens).
     truncated: tuple[bool, ...] = ()
+    # Cost units of one row as the model runs it (text: its padded tokens; image: pixels).
+    length: int = 1
+    # Open Inference Protocol answers: which outputs go in binary (True: all; False: none).
+    binary_outputs: bool | frozenset[str] = False
+
+    @property
+    def cost(self) -> int:
+        return len(self.rows) * self.length
 
 
 def undecodable(error: Exception) -> RequestError:
     """Any other exception while decoding a request: still that request's own 400."""
     return RequestError(
         400, "undecodable_input", f"The input could not be read ({type(error).__name__}: {error}"[:300] + ")."
+    )
+
+
+def check_cost(decoded: Decoded, limits: Limits, unit: str) -> None:
+    """A request that alone exceeds one forward pass's budget is refused before it is queued."""
+    if decoded.cost > limits.max_pass_cost:
+        raise RequestError(
+            413,
+            "request_too_costly",
+            f"The request costs {decoded.cost} {unit} ({len(decoded.rows)} rows of {decoded.length}); the limit is "
+            f"{limits.max_pass_cost} {unit} per request (max_pass_cost). Split it into smaller requests.",
+        )
+
+
+def busy(limits: Limits, unit: str) -> RequestError:
+    """A valid request that this worker call had no budget left for: the client retries it."""
+    return RequestError(
+        429,
+        "worker_busy",
+        f"This worker call already spends its budget of {limits.max_call_cost} {unit} (max_call_cost) on cheaper "
+        "requests; retry in a moment.",
     )
 
 
@@ -125,11 +165,19 @@ def request_payload(request: dict[str, Any], limits: Limits, headers: dict[str, 
     part = headers.get(key)
     media = part.get("content-type", "") if isinstance(part, dict) else ""
     if not media:
-        media = next((str(v) for k, v in headers.items() if k.lower() == "content-type"), "")
-    return Payload(request[key], media.split(";")[0].strip().lower())
+        media = header(headers, "content-type") or ""
+    return Payload(request[key], media.split(";")[0].strip().lower(), header(headers, BINARY_HEADER))
+
+
+def header(headers: dict[str, Any], name: str) -> str | None:
+    """A request header by name, whatever its case (TorchServe keeps the client's), as text."""
+    value = next((v for k, v in headers.items() if str(k).lower() == name.lower()), None)
+    return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else None if value is None else str(value)
 
 
 def check_media_type(payload: Payload, accepted: tuple[str, ...]) -> None:
+    if payload.binary_header is not None:  # a protocol body: JSON header + tensors, any label
+        accepted = (*accepted, "application/octet-stream")
     if payload.media_type and payload.media_type not in accepted:
         raise RequestError(
             415,

@@ -23,7 +23,6 @@ from handlers.codec import (
     check_media_type,
     check_size,
     finite_numbers,
-    parse_json,
 )
 from handlers.contracts import ImageContract
 from handlers.digit_transform import INK_THRESHOLD, to_model_pixels
@@ -32,6 +31,8 @@ from handlers.oip import decode_v2, is_v2_request
 
 IMAGE_MEDIA = ("image/png", "image/jpeg", "application/octet-stream", "multipart/form-data")
 ACCEPTED_MEDIA = (*IMAGE_MEDIA, "application/json")
+# A forward pass's work grows with the model pixels of its images (decoding has its own limits).
+COST_UNIT = "pixels"
 
 
 def model_pixels(gray: np.ndarray, contract: ImageContract) -> np.ndarray:
@@ -60,15 +61,20 @@ def decode_request(payload: Payload, contract: ImageContract, limits: Limits) ->
     value = payload.value
     declared_image = payload.media_type in IMAGE_MEDIA
     sniffed_json = isinstance(value, (bytes, bytearray)) and bytes(value[:1]) in (b"{", b"[")
-    if isinstance(value, (bytes, bytearray)) and (
-        declared_image or (payload.media_type != "application/json" and not sniffed_json)
+    protocol = payload.binary_header is not None  # a JSON header and binary tensors
+    if (
+        isinstance(value, (bytes, bytearray))
+        and not protocol
+        and (declared_image or (payload.media_type != "application/json" and not sniffed_json))
     ):
         return _single(decode_image(bytes(value), contract, limits))
-    doc = parse_json(value, limits)
+    doc = oip.split_binary(value, payload.binary_header, limits)
     if is_v2_request(doc):
         rows = decode_v2(doc, (side, side), limits)
         _check_range(rows, "data")
-        return Decoded(rows[:, None], "v2", oip.request_id(doc))
+        return Decoded(
+            rows[:, None], "v2", oip.request_id(doc), length=side * side, binary_outputs=oip.binary_outputs(doc)
+        )
     if isinstance(doc, dict) and "image" in doc:
         if not isinstance(doc["image"], str):
             raise RequestError(400, "wrong_type", '"image" must be a base64 string of a PNG or JPEG.')
@@ -93,7 +99,7 @@ def decode_request(payload: Payload, contract: ImageContract, limits: Limits) ->
 
 
 def _single(pixels: np.ndarray) -> Decoded:
-    return Decoded(pixels[None, None], "single")
+    return Decoded(pixels[None, None], "single", length=pixels.size)
 
 
 def _check_range(pixels: np.ndarray, what: str) -> None:

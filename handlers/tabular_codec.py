@@ -12,11 +12,13 @@ from typing import Any
 import numpy as np
 
 from handlers import answers, oip
-from handlers.codec import Decoded, Limits, Payload, RequestError, check_media_type, finite_numbers, parse_json
+from handlers.codec import Decoded, Limits, Payload, RequestError, check_media_type, finite_numbers
 from handlers.contracts import TabularContract
 from handlers.oip import decode_v2, is_v2_request
 
 ACCEPTED_MEDIA = ("application/json",)
+# A forward pass's work grows with its rows.
+COST_UNIT = "rows"
 
 
 def usage(contract: TabularContract) -> str:
@@ -30,10 +32,11 @@ def usage(contract: TabularContract) -> str:
 def decode_request(payload: Payload, contract: TabularContract, limits: Limits) -> Decoded:
     """One request -> Decoded rows (k, n) of raw feature values, in the contract's order."""
     check_media_type(payload, ACCEPTED_MEDIA)
-    doc = parse_json(payload.value, limits)
+    doc = oip.split_binary(payload.value, payload.binary_header, limits)
     names = contract.features
     if is_v2_request(doc):
-        return Decoded(decode_v2(doc, (len(names),), limits), "v2", oip.request_id(doc), names)
+        rows = decode_v2(doc, (len(names),), limits)
+        return Decoded(rows, "v2", oip.request_id(doc), names, binary_outputs=oip.binary_outputs(doc))
     if isinstance(doc, list):
         if not doc:
             raise RequestError(400, "wrong_shape", f"The list of rows is empty; send 1 to {limits.max_rows} rows.")

@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 
 from handlers import oip
-from handlers.codec import Decoded, Limits, Payload, RequestError, check_media_type, check_size, parse_json
+from handlers.codec import Decoded, Limits, Payload, RequestError, check_media_type, check_size
 from handlers.contracts import TextContract
 
 ACCEPTED_MEDIA = ("text/plain", "application/json")
+# A transformer's work grows with every row padded to the longest in its pass.
+COST_UNIT = "padded tokens"
 USAGE = (
     'Send a text/plain body, {"text": "..."}, {"texts": ["...", ...]}, or an Open Inference Protocol BYTES tensor [k].'
 )
@@ -55,6 +57,12 @@ def collate(rows: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.pad(r, ((0, 0), (0, 0), (0, longest - r.shape[-1]))) for r in rows])
 
 
+def _bare_text(payload: Payload) -> bool:
+    """A body sent with no Content-Type is a text unless it opens like a JSON object."""
+    value = payload.value
+    return not payload.media_type and isinstance(value, (bytes, bytearray)) and not value[:64].lstrip().startswith(b"{")
+
+
 def _texts(doc: Any) -> tuple[list[Any], str, str | None]:
     """(texts, form, request id) from a parsed JSON body."""
     if isinstance(doc, dict) and "text" in doc:
@@ -84,18 +92,24 @@ def decode_request(payload: Payload, contract: TextContract, limits: Limits) -> 
     """One request -> Decoded rows (k, 2, L) of token ids and masks, L its longest text."""
     check_media_type(payload, ACCEPTED_MEDIA)
     value = payload.value
-    if payload.media_type == "text/plain" or isinstance(value, str):
+    binary: bool | frozenset[str] = False
+    if payload.binary_header is None and (
+        payload.media_type == "text/plain" or isinstance(value, str) or _bare_text(payload)
+    ):
         raw = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)
         check_size(raw, limits)
         texts, form, request_id = [raw], "single", None
     else:
-        texts, form, request_id = _texts(parse_json(value, limits))
+        doc = oip.split_binary(value, payload.binary_header, limits)
+        texts, form, request_id = _texts(doc)
+        binary = oip.binary_outputs(doc) if form == "v2" else False
     if len(texts) > limits.max_rows:
         raise RequestError(413, "too_many_rows", f"{len(texts)} texts in one request; the limit is {limits.max_rows}.")
     checked = [_text(t, f"texts[{i}]" if form != "single" else "text", limits) for i, t in enumerate(texts)]
     encodings = tokenizer(contract.tokenizer, contract.max_tokens).encode_batch(checked)
     truncated = tuple(bool(e.overflowing) for e in encodings)
-    return Decoded(pack(encodings), form, request_id, truncated=truncated)
+    rows = pack(encodings)
+    return Decoded(rows, form, request_id, truncated=truncated, length=rows.shape[-1], binary_outputs=binary)
 
 
 def _text(value: Any, where: str, limits: Limits) -> str:

@@ -63,6 +63,15 @@ SPEC = ModelSpec(
     prepare=fit_scaling,
     train=TrainConfig(epochs=200, batch_size=16, lr=3e-3, weight_decay=1e-3, patience=20),
     gate=Gate("accuracy", 0.90),
-    serving=ServingConfig(batch_size=8, max_batch_delay_ms=1, workers=1, threads_per_worker=1),
+    # Budgets in rows, one full call (8 requests of max_rows 64): 512 rows take 0.34 ms on one
+    # thread here, so they bind nothing; the JSON limits bound the decoding.
+    serving=ServingConfig(
+        batch_size=8,
+        max_batch_delay_ms=1,
+        workers=1,
+        threads_per_worker=1,
+        limits=(("max_pass_cost", 512), ("max_call_cost", 512)),
+        pass_seconds=0.0004,
+    ),  # fmt: skip
     example="wine.json",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,7 +78,10 @@ def same_answer(a: dict, b: dict, tolerance: float = 1e-5) -> bool:
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     """Every registered model trained once, then exported, gated and archived in both formats."""
-    root = tmp_path_factory.mktemp("build")
+    # TSFORGE_TEST_BUILDS=DIR keeps the builds between local runs: build() redoes only what
+    # changed (by fingerprint). CI leaves it unset and builds everything from scratch.
+    cached = os.environ.get("TSFORGE_TEST_BUILDS")
+    root = Path(cached) if cached else tmp_path_factory.mktemp("build")
     result = Built(store=root / "model_store", artifacts=root / "artifacts")
     for spec in SPECS.values():
         for runtime in spec.formats:

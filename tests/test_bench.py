@@ -1,9 +1,11 @@
 """`make bench QUICK=1` end to end: real hey load on a real TorchServe, report, JSON and plots."""
 
 import json
+import re
 
 import pytest
 
+from training.registry import SPECS
 from tsforge import bench, build
 from tsforge.worst_cases import worst_cases
 
@@ -26,7 +28,7 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     for stage, model in (("floor", "digits-floor"), ("peer", "digits")):
         assert {(stage, model, 1), (stage, model, 32)} <= stages
     served = [p for p in data["points"] if p["stage"] != "in-process"]
-    assert all(p["errors"] == 0 and p["throughput"] > 0 and p["p50_ms"] <= p["p99_ms"] for p in served)
+    assert all(p["errors"] == 0 and p["throughput"] > 0 for p in served)
     torchserve = [p for p in served if p["stage"] != "peer"]
     assert all(p["torchserve_ms"] > 0 for p in torchserve)
     # Where the time goes: every TorchServe point split; the shipped digits point down to the stages.
@@ -35,7 +37,16 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     assert all(shipped["breakdown"][k] > 0 for k in ("decode", "inference", "encode", "batch_size"))
     assert all(v > 0 for v in data["preprocess"].values())
     report = (out / "report.md").read_text()
-    assert report.count("(target ") == 7 and ("**met**" in report or "**missed**" in report)
+    verdicts = re.findall(
+        r"= \*\*([-+\d.]+)(×| ms)?\*\*.*?\(target (≥|≤) ([-\d.]+)(?:×| ms)?\): \*\*(met|missed)\*\*", report
+    )
+    assert len(verdicts) == 7, verdicts
+    for value, _, way, target, said in verdicts:  # each verdict recomputed from its printed figures
+        ok = float(value) >= float(target) if way == "≥" else float(value) <= float(target)
+        assert said == ("met" if ok else "missed"), (value, way, target, said)
+    point = {(p["stage"], p["model"], p["concurrency"]): p for p in data["points"]}
+    ratio = point["shipped", "digits", 32]["throughput"] / point["floor", "digits-floor", 32]["throughput"]
+    assert f"= **{ratio:.2f}×** (target ≥ 1.0×)" in report  # the figure is this run's, not a typed one
     for section in ("## Baselines (digits)", "## Where the time goes", "## TorchServe settings", "## maxBatchDelay = 0",
                     "## Shipped configuration"):  # fmt: skip
         assert section in report
@@ -56,8 +67,20 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     # The worst case of every input class, answered as documented, its cost measured.
     costs = {c["case"]: c for c in data["worst_cases"]}
     assert set(costs) == {case.name for case in worst_cases()}
-    assert all(c["status"] == c["expected"] and c["cpu_ms"] >= 0 for c in costs.values())
+    assert all(c["status"] == c["expected"] for c in costs.values())
     assert costs["png_at_decode_limit"]["cpu_ms"] > 0  # a 16 MiB decode is not free: the meter reads
     assert "## Worst case per input class" in report and "| png_at_decode_limit | digits |" in report
+    # Heavy beside light, per kind: nothing failed, the light request always answered.
+    fair = {r["model"]: r for r in data["heavy_beside_light"]}
+    assert set(fair) == {"digits", "diabetes", "minilm"}
+    for r in fair.values():
+        assert not r["errors"] and set(r["light_statuses"]) == {"200"}, r
+        assert set(r["heavy_statuses"]) <= {"200", "429"} and r["heavy_statuses"].get("200", 0) > 0, r
+    assert "## Heavy beside light" in report and "| minilm |" in report.split("## Heavy beside light")[1]
+    # The budgets' cost: every served archive's worst pass, timed, beside its declared budgets.
+    budgets = {b["model"]: b for b in data["budgets"]}
+    assert set(budgets) == set(build.SERVED) and all(b["pass_ms"] > 0 for b in budgets.values())
+    assert budgets["minilm"]["max_pass_cost"] == dict(SPECS["minilm"].serving.limits)["max_pass_cost"]
+    assert "## Budgets" in report
     for png in ("throughput.png", "latency.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"

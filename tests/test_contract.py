@@ -13,8 +13,12 @@ def codes_in_source() -> dict[str, set[int]]:
     for path in HANDLERS.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "RequestError":
-                status, code = (a.value for a in node.args[:2])
-                found.setdefault(code, set()).add(status)
+                status, code = node.args[:2]
+                if isinstance(code, ast.Constant):  # else a re-raise of another error's code
+                    found.setdefault(code.value, set()).add(status.value)
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "_failed":
+                code = node.args[2]  # self._failed(context, idx, "code", error): a 500
+                found.setdefault(code.value, set()).add(500)
             elif isinstance(node, ast.Dict):
                 for key, value in zip(node.keys, node.values, strict=True):
                     if getattr(key, "value", None) == "error" and isinstance(value, ast.Constant):

@@ -71,20 +71,33 @@ def test_one_bad_request_gets_its_own_4xx_and_the_rest_of_the_batch_succeeds(bui
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_a_failing_forward_pass_answers_500_json_and_the_handler_keeps_working(built, tmp_path, runtime):
+def test_a_forward_pass_that_fails_on_one_request_fails_only_that_request(built, tmp_path, runtime, caplog):
+    """The model raises whenever one crafted row is in its input: the pass is split until that
+    request runs alone, every other request is answered as alone, and the 500 names no internals."""
     handler, ctx = load(built, FORMATS[runtime].served_name("diabetes"), tmp_path)
-    good = {"body": (EXAMPLES / "diabetes.json").read_bytes()}
+    doc = json.loads((EXAMPLES / "diabetes.json").read_text())
+    poison = {"features": [0.123] * len(doc["features"])}
     model = handler.runtime
 
-    def explode(x):
-        raise RuntimeError("simulated kernel failure")
+    def fails_on_the_crafted_row(x):
+        if np.any(np.all(np.isclose(x, 0.123), axis=1)):
+            raise RuntimeError("simulated kernel failure at 0xdeadbeef")
+        return model(x)
 
-    handler.runtime = explode
-    answers, statuses = run(handler, ctx, [good, good])
-    assert statuses == [500, 500] and answers[0]["error"] == "inference_failed"
+    alone = run(handler, ctx, [{"body": doc}])[0][0]["prediction"]
+    handler.runtime = fails_on_the_crafted_row
+    batch = [{"body": doc}, {"body": [doc, doc]}, {"body": poison}, {"body": doc}, {"body": b"{"}]
+    answers, statuses = run(handler, ctx, batch)
+    assert statuses == [200, 200, 500, 200, 400]
+    assert [answers[0]["prediction"], answers[3]["prediction"]] == pytest.approx([alone, alone], abs=1e-4)
+    assert [a["prediction"] for a in answers[1]] == pytest.approx([alone, alone], abs=1e-4)
+    failed = answers[2]
+    assert failed["error"] == "inference_failed" and "0xdeadbeef" not in json.dumps(failed)
+    assert failed["request_id"] in failed["detail"] and failed["request_id"] in caplog.text
+    assert "0xdeadbeef" in caplog.text  # the cause is logged, under the id the client got
     handler.runtime = model
-    answers, statuses = run(handler, ctx, [good])
-    assert statuses == [200] and "prediction" in answers[0]
+    answers, statuses = run(handler, ctx, [{"body": doc}])
+    assert statuses == [200] and answers[0]["prediction"] == pytest.approx(alone, abs=1e-4)
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)

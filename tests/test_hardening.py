@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tsforge.paths import EXAMPLES
-from tsforge.worst_cases import worst_cases
+from tsforge.worst_cases import upright_png, worst_cases
 
 pytestmark = pytest.mark.integration
 
@@ -18,8 +18,12 @@ DIGIT = (EXAMPLES / "mnist-7.png").read_bytes()
 FEATURES = json.loads((EXAMPLES / "diabetes.json").read_text())["features"]
 JSON = "application/json"
 CASES = {case.name: case for case in worst_cases()}
-# What each correctness case must be read as (the others only need their status).
-LABELS = {"case_exif_rotated_jpeg": 7, "case_white_on_transparent_png": 7, "case_animated_png": 7}
+# Correctness cases: each is the same drawn digit as an upright opaque PNG, so the model must
+# answer them as it answers that PNG (whatever it reads there: how a synthetic 112-pixel "7"
+# is read varies with the machine that trained the model; orientation or transparency handled
+# wrongly moves the answer far more than the tolerance).
+REFERENCE_CASES = ("case_exif_rotated_jpeg", "case_white_on_transparent_png", "case_animated_png")
+SAME_ANSWER = 0.05  # per class probability; JPEG's quantisation moves a few hundredths
 
 
 def strict_json(text: str):
@@ -44,8 +48,11 @@ def test_every_worst_case_gets_its_documented_answer(served, name):
     assert r.status_code == case.expect, r.text[:500]
     if r.status_code != 200:
         assert answer["error"] and answer["detail"] and len(r.content) < 2048
-    if name in LABELS:
-        assert answer["label"] == LABELS[name], answer
+    if name in REFERENCE_CASES:
+        reference = post(served, "digits", upright_png(), "image/png").json()["probabilities"]
+        for label, p in reference.items():
+            if p > SAME_ANSWER:
+                assert abs(answer["probabilities"].get(label, 0.0) - p) <= SAME_ANSWER, (answer, reference)
 
 
 def test_poisoning_requests_in_concurrent_batches_fail_only_themselves(served):

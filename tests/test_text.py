@@ -59,6 +59,12 @@ def test_bad_texts_are_refused_with_a_code(body, media, status, code):
     assert (e.value.status, e.value.code) == (status, code)
 
 
+def test_a_body_without_a_content_type_is_a_text_unless_it_opens_like_json():
+    bare = decode(b"The cat sat on the mat.", "")
+    assert bare.form == "single" and np.array_equal(bare.rows, decode(b"The cat sat on the mat.", "text/plain").rows)
+    assert decode(b' {"texts": ["a", "b"]}', "").form == "rows"
+
+
 def test_a_batch_is_padded_to_its_longest_text_only():
     a, b = decode({"text": "one"}).rows, decode({"text": "a few more words here"}).rows
     batch = text_codec.collate([a, b])
@@ -66,21 +72,32 @@ def test_a_batch_is_padded_to_its_longest_text_only():
 
 
 @pytest.mark.parametrize("runtime", SPEC.formats)
-def test_padding_never_changes_a_texts_embedding(built, tmp_path, runtime):
-    """Each text alone equals itself batched with longer texts (fp32: cosine >= 0.99999)."""
+def test_a_requests_answer_never_depends_on_its_batchmates(built, tmp_path, runtime):
+    """Each request alone, then inside batches with long texts in every order: the same answer,
+    within float32 rounding (cosine >= 0.99999), int8 included: its activation scales are fixed
+    at build time, where dynamic quantization moved a text by its batchmates (cosine 0.988)."""
     handler, ctx = load(built, FORMATS[runtime].served_name("minilm"), tmp_path)
     assert isinstance(handler, Handler)
-    texts = ["Short one.", "A medium length sentence about the weather in Zürich.", LONG]
-    alone = [np.array(run(handler, ctx, [{"body": {"text": t}}])[0][0]["embedding"]) for t in texts]
-    answers, statuses = run(handler, ctx, [{"body": {"text": t}} for t in texts] + [{"body": {"texts": texts}}])
-    assert statuses == [200] * 4 and [a["truncated"] for a in answers[3]] == [False, False, True]
-    batched = [np.array(a["embedding"]) for a in answers[:3]] + [np.array(a["embedding"]) for a in answers[3]]
-    # int8 quantizes activations with scales measured over the whole batch, so batchmates move
-    # an embedding a little (0.9956 measured): held to the int8 parity gate's 0.99 instead.
-    floor = 0.99999 if runtime != "int8" else 0.99
-    for i, vector in enumerate(batched):
-        assert abs(np.linalg.norm(vector) - 1) < 1e-4
-        assert float(vector @ alone[i % 3]) >= floor, (runtime, i)
+    requests = [
+        {"text": "Short one."},
+        {"text": "A medium length sentence about the weather in Zürich."},
+        {"texts": ["ok", "A second text in the same request."]},
+        {"text": LONG},
+    ]
+    alone = [run(handler, ctx, [{"body": r}])[0][0] for r in requests]
+    # Long batchmates, within the call budget (max_call_cost 512 padded tokens) with the four.
+    mates = [{"texts": [LONG[:500], "tiny"]}]
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]):
+        batch = [{"body": requests[i]} for i in order] + [{"body": m} for m in mates]
+        answers, statuses = run(handler, ctx, batch)
+        assert set(statuses) == {200}
+        for position, i in enumerate(order):
+            got, want = answers[position], alone[i]
+            got, want = (got if isinstance(got, list) else [got]), (want if isinstance(want, list) else [want])
+            for g, w in zip(got, want, strict=True):
+                assert g["truncated"] == w["truncated"]
+                a, b = np.array(g["embedding"]), np.array(w["embedding"])
+                assert abs(np.linalg.norm(a) - 1) < 1e-4 and float(a @ b) >= 0.99999, (runtime, i)
 
 
 def test_files_that_differ_from_the_recorded_hashes_stop_the_build(tmp_path, monkeypatch):
@@ -91,19 +108,43 @@ def test_files_that_differ_from_the_recorded_hashes_stop_the_build(tmp_path, mon
 
 
 @pytest.mark.integration
-def test_tritons_own_http_client_gets_embeddings_from_every_text_archive(served):
+@pytest.mark.parametrize("binary", [True, False])
+def test_tritons_own_http_client_gets_embeddings_from_every_text_archive(served, binary):
+    """tritonclient.http with its defaults (binary tensors both ways), and in the JSON form."""
     import tritonclient.http as triton
 
     client = triton.InferenceServerClient(url=served.inference_url.removeprefix("http://"))
     texts = triton.InferInput("text", [2], "BYTES")
-    texts.set_data_from_numpy(
-        np.array(["The cat sat on the mat.", "A feline rested on the rug."], dtype=object), binary_data=False
-    )
-    wanted = triton.InferRequestedOutput("embedding", binary_data=False)
+    pair = np.array(["The cat sat on the mat.", "A feline rested on the rug."], dtype=object)
+    if binary:
+        texts.set_data_from_numpy(pair)  # the client's default: binary_data=True
+        outputs = None  # the default: every output, in binary
+    else:
+        texts.set_data_from_numpy(pair, binary_data=False)
+        outputs = [triton.InferRequestedOutput("embedding", binary_data=False)]
     for runtime in SPEC.formats:
-        answer = client.infer(
-            FORMATS[runtime].served_name("minilm"), [texts], outputs=[wanted], headers=served.headers()
-        )
+        name = FORMATS[runtime].served_name("minilm")
+        answer = client.infer(name, [texts], outputs=outputs, headers=served.headers())
         vectors = answer.as_numpy("embedding")
         assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
         assert float(vectors[0] @ vectors[1]) > 0.4  # paraphrases
+        assert (answer.get_output("embedding").get("parameters", {}).get("binary_data_size") is not None) == binary
+
+
+@pytest.mark.integration
+def test_tritons_client_defaults_work_for_images_and_rows_and_a_bad_binary_header_is_named(served):
+    import requests
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=served.inference_url.removeprefix("http://"))
+    pixels = triton.InferInput("pixels", [2, 28, 28], "FP32")
+    pixels.set_data_from_numpy(np.zeros((2, 28, 28), np.float32))
+    answer = client.infer("digits", [pixels], headers=served.headers())
+    assert answer.as_numpy("probabilities").shape == (2, 10) and answer.as_numpy("label").shape == (2,)
+    rows = triton.InferInput("features", [1, 10], "FP32")
+    rows.set_data_from_numpy(np.zeros((1, 10), np.float32))
+    assert client.infer("diabetes", [rows], headers=served.headers()).as_numpy("prediction").shape == (1,)
+    body, length = triton.InferenceServerClient.generate_request_body([rows])
+    headers = {**served.headers(), "Inference-Header-Content-Length": str(length + 7)}
+    r = requests.post(f"{served.inference_url}/v2/models/diabetes/infer", data=body, headers=headers, timeout=30)
+    assert r.status_code == 400 and "Inference-Header-Content-Length" in r.json()["detail"]

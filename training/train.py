@@ -5,7 +5,6 @@ tsforge train --model digits      # writes artifacts/digits/{checkpoint.pt,metri
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sys
@@ -19,6 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training.data import Split, Splits
+from training.files import write_json
 from training.plots import plot_curves
 from training.specs import ModelSpec, TrainConfig
 
@@ -166,10 +166,3 @@ def load_checkpoint(path: Path, spec: ModelSpec) -> tuple[nn.Module, TrainConfig
     model.load_state_dict(payload["state_dict"])
     cfg = payload["train_config"]
     return model.eval(), TrainConfig(**cfg) if cfg else None
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write via a temporary file and rename: a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)

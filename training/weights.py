@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
+from training.files import write_json
 from training.specs import ModelSpec
-from training.train import CHECKPOINT, METRICS, evaluate, save_checkpoint, write_json
+from training.train import CHECKPOINT, METRICS, evaluate, save_checkpoint
 
 
 class WeightsError(RuntimeError):

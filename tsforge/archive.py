@@ -39,8 +39,12 @@ def model_config_yaml(spec: ModelSpec) -> dict[str, Any]:
         "maxWorkers": s.workers,
         "batchSize": s.batch_size,
         "maxBatchDelay": s.max_batch_delay_ms,
-        "responseTimeout": s.response_timeout_s,
-        "handler": {"threads": s.threads_per_worker, **contracts.to_yaml(spec.contract), "limits": dict(s.limits)},
+        "responseTimeout": s.timeout_s,
+        "handler": {
+            "threads": s.threads_per_worker,
+            **contracts.to_yaml(spec.contract),
+            "limits": dict(s.limits),
+        },
     }
 
 

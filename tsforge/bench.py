@@ -28,7 +28,16 @@ import yaml
 
 from training.registry import SPECS
 from training.specs import ServingConfig
-from tsforge import archive, bench_baselines, bench_breakdown, bench_worst, build, serve
+from tsforge import (
+    archive,
+    bench_baselines,
+    bench_breakdown,
+    bench_budgets,
+    bench_fairness,
+    bench_worst,
+    build,
+    serve,
+)
 from tsforge.bench_baselines import FLOOR
 from tsforge.client import CONTENT_TYPES
 from tsforge.paths import ARTIFACTS, CONFIG, EXAMPLES, MODEL_STORE, ROOT
@@ -274,14 +283,41 @@ def worst_case_costs(repeats: int) -> list[bench_worst.Cost]:
             serve.stop(Path(tmp) / "run")
 
 
+def heavy_beside_light(seconds: float, log) -> list[bench_fairness.HeavyBesideLight]:
+    """Per kind, the shipped TorchScript archive: its largest accepted request from eight
+    clients beside its example request every 0.2 s (tsforge/bench_fairness.py)."""
+    from tsforge import worst_cases as w
+
+    heavy = {
+        "digits": (w.json_v2_at_limit(), "application/json", "v2 [64, 28, 28]: max_rows images"),
+        "diabetes": (w.json_rows_at_limit(), "application/json", "64 named rows: max_rows"),
+        "minilm": (w.text_request(w.text_rows_at_budget()), "application/json",
+                   f"{w.text_rows_at_budget()} texts of ~16 KB, cut to 256 tokens: max_pass_cost"),
+    }  # fmt: skip
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ports = {k: serve.free_port() for k in serve.PORT_KEYS}
+        server = serve.start(
+            [f"{m}.mar" for m in heavy], run_dir=Path(tmp) / "run", model_store=MODEL_STORE, ports=ports
+        )
+        try:
+            for model, (data, content_type, what) in heavy.items():
+                log(f"heavy beside light: {model}")
+                light = bench_fairness.Body(BODIES[model][0].read_bytes(), BODIES[model][1])
+                body = bench_fairness.Body(data, content_type)
+                results.append(bench_fairness.measure(server, model, body, light, what, seconds))
+        finally:
+            serve.stop(Path(tmp) / "run")
+    return results
+
+
 def ensure_tools() -> None:
     if shutil.which("hey") is None:
         raise SystemExit("hey is missing: scripts/bootstrap.sh installs it (apt-get install hey)")
 
 
 def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Path:
-    from tsforge import bench_preprocess  # the digits preprocessing before/after (issue #16)
-    from tsforge.bench_report import write_report
+    from tsforge import bench_preprocess, bench_report  # the report imports this module
 
     ensure_tools()
     seconds = 1.0 if quick else 10.0
@@ -309,6 +345,9 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
     preprocess = bench_preprocess.measure(seconds)
     log("worst case of each input class, through a served worker")
     costs = worst_case_costs(repeats=1 if quick else 3)
+    fairness = heavy_beside_light(max(seconds, 5.0), log)
+    log("each model's worst forward pass within its budget, in process")
+    budgets = bench_budgets.measure(ARTIFACTS)
     if not quick:
         points += settings((1, 32), seconds, log)
         for workers, threads, batch, delay in SWEEP:
@@ -320,20 +359,27 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
     (out / "results.json").write_text(
         json.dumps(
             {
+                "date": time.strftime("%Y-%m-%d"),
+                "machine": bench_report.machine(),
                 "quick": quick,
                 "seconds_per_point": seconds,
                 "points": [asdict(p) for p in points],
                 "worst_cases": [asdict(c) for c in costs],
                 "preprocess": preprocess,
+                "heavy_beside_light": [asdict(r) for r in fairness],
+                "budgets": [asdict(b) for b in budgets],
             },
             indent=2,
         )
     )
-    write_report(points, out, quick, seconds, costs, preprocess)
+    bench_report.write_report(points, out, quick, seconds, costs, preprocess, fairness, budgets)
     log(f"report: {out / 'report.md'}")
     failed = [p for p in points if p.errors]
     if failed:
         raise SystemExit(f"{len(failed)} served points had errors (see {out / 'report.md'}): the run fails")
+    unfair = [r.model for r in fairness if r.errors or any(s >= 500 for s in (*r.heavy_statuses, *r.light_statuses))]
+    if unfair:
+        raise SystemExit(f"heavy beside light failed requests for {', '.join(unfair)}: the run fails")
     wrong = [c.case for c in costs if c.status != c.expected]
     if wrong:
         raise SystemExit(f"worst cases answered other than documented: {', '.join(wrong)}: the run fails")

@@ -41,7 +41,7 @@ def floor_archive(exported: Path, serving: ServingConfig, store: Path) -> Path:
     config = stage / "model-config.yaml"
     s = serving
     config.write_text(yaml.safe_dump({"minWorkers": s.workers, "maxWorkers": s.workers, "batchSize": s.batch_size,
-                                      "maxBatchDelay": s.max_batch_delay_ms, "responseTimeout": s.response_timeout_s}))  # fmt: skip
+                                      "maxBatchDelay": s.max_batch_delay_ms, "responseTimeout": s.timeout_s}))  # fmt: skip
     cmd = [str(Path(sys.executable).with_name("torch-model-archiver")), "--model-name", FLOOR, "--version", "1.0",
            "--serialized-file", str(exported), "--handler", str(FLOOR_HANDLER), "--config-file", str(config),
            "--export-path", str(store), "--force"]  # fmt: skip

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from training.export import FORMATS  # noqa: E402
 from training.registry import SPECS  # noqa: E402
-from tsforge import bench_sections, bench_worst  # noqa: E402
+from tsforge import bench_budgets, bench_fairness, bench_sections, bench_worst  # noqa: E402
 from tsforge.bench import FLOOR, TORCHSERVE_DEFAULTS, Point  # noqa: E402
 from tsforge.bench_worst import Cost  # noqa: E402
 
@@ -160,7 +160,14 @@ def plots(points: list[Point], out: Path) -> None:
 
 
 def write_report(
-    points: list[Point], out: Path, quick: bool, seconds: float, costs: list[Cost], preprocess: dict
+    points: list[Point],
+    out: Path,
+    quick: bool,
+    seconds: float,
+    costs: list[Cost],
+    preprocess: dict,
+    fairness: list[bench_fairness.HeavyBesideLight],
+    budgets: list[bench_budgets.BudgetCost],
 ) -> None:
     plots(points, out)
     shipped = {name: asdict(spec.serving) for name, spec in SPECS.items()}
@@ -276,6 +283,20 @@ def write_report(
         "of the largest worker's peak RSS (VmHWM, reset before each case). The bar: about 100 ms and 100 MiB.",
         "",
         *bench_worst.table(costs),
+        "",
+        "## Heavy beside light",
+        "",
+        "Per kind, the shipped archive: its largest accepted request sent without pause by eight clients, beside its",
+        "example request every 0.2 s; first that light request alone for as long, as this run's baseline",
+        "(`tsforge/bench_fairness.py`). Heavy requests past a worker call's budget are answered 429 at once.",
+        "",
+        *bench_fairness.table(fairness),
+        "",
+        "## Budgets",
+        "",
+        "Each model's worst forward pass within its `max_pass_cost`, in process on one thread (`tsforge/bench_budgets.py`).",
+        "",
+        *bench_budgets.table(budgets),
     ]
     sweep = _pick(points, stage="sweep")
     if sweep:

@@ -21,10 +21,11 @@ import torch
 
 from handlers.base import MODEL_CARD
 from training.export import FORMATS, export, loaded, run_gates
+from training.files import write_json
 from training.gates import GateResult, enforce
 from training.registry import SPECS, module_file
 from training.specs import ModelSpec, TrainConfig
-from training.train import CHECKPOINT, METRICS, load_checkpoint, train, write_json
+from training.train import CHECKPOINT, METRICS, load_checkpoint, train
 from training.weights import WeightsError, adopt, weights_digest
 from tsforge import archive
 from tsforge.paths import ARTIFACTS, MODEL_STORE, ROOT
@@ -111,7 +112,7 @@ def model_card(spec: ModelSpec, out_dir: Path, version: str, runtime: str, gates
         "best_epoch": payload["epoch"],
         "metrics": {"validation": metrics["val"], "test": metrics["test"]},
         "gates": [g.to_dict() for g in gates],
-        "serving": asdict(spec.serving),
+        "serving": {**asdict(spec.serving), "response_timeout_s": spec.serving.timeout_s},
         "schema": importlib.import_module(f"handlers.{spec.contract.kind}_codec").schema(spec.contract),
     }
 

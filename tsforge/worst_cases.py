@@ -1,7 +1,7 @@
 """Worst-case request bodies an attacker could send within the documented limits.
 
-Pure, deterministic builders (Pillow, NumPy, stdlib; no torch; no file I/O beyond the
-feature names of scikit-learn's bundled diabetes data) whose size parameters
+Pure, deterministic builders (Pillow, NumPy, stdlib; no file I/O beyond the feature names of
+scikit-learn's bundled diabetes data; the text cases read the text model's declared limits) whose size parameters
 default to handlers.codec.Limits (4 MiB body, 4096x4096 pixels, JSON depth 8), so tests can build
 small versions too. Names starting "case_", and png_16bit_gray_digit, are correctness cases;
 names ending "_at_limit" are the costliest inputs the limits still accept. `make bench` sends
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import struct
 import zlib
 from dataclasses import dataclass
@@ -212,6 +213,11 @@ def digit(side: int = 112) -> Image.Image:
         return Image.eval(image.convert("L"), lambda v: 255 - v).resize((side, side), Image.Resampling.BILINEAR)
 
 
+def upright_png(side: int = 112) -> bytes:
+    """The digit the correctness cases draw, upright and opaque: what each must be read as."""
+    return _save(digit(side), "PNG")
+
+
 def case_exif_rotated_jpeg(side: int = 112) -> bytes:
     """Pixels stored rotated 90 degrees counter-clockwise, EXIF Orientation 6 shows them upright."""
     exif = Image.Exif()
@@ -265,6 +271,20 @@ def json_rows_at_limit(rows: int = 64) -> bytes:
     return ("[" + ",".join([row] * rows) + "]").encode()
 
 
+def text_request(texts: int, size: int = 16 * 1024 - 16) -> bytes:
+    """`texts` texts of ~16 KB (max_text_bytes) each, every one cut to max_tokens."""
+    return json.dumps({"texts": [("tokenization " * (size // 13 + 1))[:size]] * texts}).encode()
+
+
+def text_rows_at_budget() -> int:
+    """How many max_tokens texts one minilm request may carry: its pass budget, or max_rows."""
+    from handlers.codec import Limits
+    from training.registry import SPECS
+
+    limits = Limits.from_mapping(dict(SPECS["minilm"].serving.limits))
+    return min(limits.max_rows, limits.max_pass_cost // SPECS["minilm"].contract.max_tokens)
+
+
 @cache
 def _all() -> tuple[WorstCase, ...]:
     """Every case, built once."""
@@ -300,6 +320,23 @@ def _all() -> tuple[WorstCase, ...]:
             ("case_white_on_transparent_png", "digits", png, case_white_on_transparent_png(), "white ink", 200),
             ("case_blank_white_png", "digits", png, case_blank_white_png(), "no ink", 422),
             ("case_animated_png", "digits", png, case_animated_png(), "2 frames, digit first", 200),
+            (
+                "text_at_budget",
+                "minilm",
+                JSON,
+                text_request(text_rows_at_budget()),
+                f"{text_rows_at_budget()} texts of ~16 KB, each cut to 256 tokens",
+                200,
+            ),
+            (
+                "text_over_budget",
+                "minilm",
+                JSON,
+                text_request(text_rows_at_budget() + 1),
+                f"{text_rows_at_budget() + 1} such texts: over max_pass_cost",
+                413,
+            ),
+            ("text_one_long", "minilm", "text/plain", text_request(1)[11:-3], "one ~16 KB text/plain body", 200),
         ]
     )
 
