@@ -40,5 +40,6 @@ swarm-test: setup  ## Swarm, live: replicas behind the gateway under load (failo
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-clean: stop
+clean:  ## stop TorchServe if it runs (on a fresh clone there is nothing to stop: no setup), then remove builds
+	@if [ -x $(BIN)/tsforge ]; then $(BIN)/tsforge serve stop; fi
 	rm -rf artifacts .serve model_store/*.mar

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tsforge import client, serve
-from tsforge.paths import CONFIG, EXAMPLES
+from tsforge.paths import CONFIG, EXAMPLES, ROOT
 
 VERBS = [
     ["predict", "--model", "digits", str(EXAMPLES / "mnist-7.png")],
@@ -60,3 +60,16 @@ def test_worker_counts_outside_the_documented_range_are_refused(stopped, workers
     assert f"between 1 and {client.MAX_WORKERS}" in r.stderr or "is below workers" in r.stderr
     with pytest.raises(ValueError):
         client.check_workers(int(workers[1]), int(workers[3]) if len(workers) > 2 else None)
+
+
+def test_make_clean_on_a_fresh_clone_sets_nothing_up(tmp_path):
+    """No .venv: clean removes what builds wrote and never runs the bootstrap (no venv, no apt)."""
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "model_store").mkdir()
+    (tmp_path / "model_store" / "x.mar").write_bytes(b"")
+    done = subprocess.run(
+        ["make", "-f", str(ROOT / "Makefile"), "clean"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "bootstrap" not in done.stdout + done.stderr and not (tmp_path / ".venv").exists()
+    assert not (tmp_path / "artifacts").exists() and not list((tmp_path / "model_store").glob("*.mar"))

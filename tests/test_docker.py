@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tsforge.foreground import READY_PORT
 from tsforge.paths import ROOT
 from tsforge.serve import read_properties
 
 DOCKER = ROOT / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"
 COMPOSE = DOCKER / "docker-compose.yml"
+STACK = DOCKER / "stack.yml"
 
 
 def compose_services() -> dict:
@@ -91,7 +93,9 @@ def published(service: dict) -> dict[int, str]:
 def test_only_the_gateway_publishes_inference_and_everything_binds_loopback():
     services = compose_services()
     exposed = {int(p) for p in re.search(r"(?m)^EXPOSE (.+)$", DOCKERFILE.read_text()).group(1).split()}
-    assert exposed == {config_port(k) for k in ("inference_address", "management_address", "metrics_address")}
+    ports = {config_port(k) for k in ("inference_address", "management_address", "metrics_address")}
+    assert exposed == ports | {READY_PORT}  # and the readiness port the Swarm gateway checks
+    assert f"check port {READY_PORT}" in (DOCKER / "gateway/haproxy.cfg").read_text()
     for name, service in services.items():
         assert set(published(service).values()) <= {"127.0.0.1"}, name
     assert set(published(services["torchserve"])) == {config_port("management_address"), config_port("metrics_address")}
@@ -131,5 +135,10 @@ def test_the_container_binds_inside_while_the_committed_config_stays_on_loopback
     committed = read_properties(ROOT / "config.properties")
     assert all("127.0.0.1" in committed[k] for k in committed if k.endswith("_address"))
     rendered = read_properties(render_config(ROOT / "config.properties", tmp_path, tmp_path, host="0.0.0.0"))
-    assert all(rendered[k].replace("http://", "").startswith("0.0.0.0") for k in rendered if k.endswith("_address"))
+    bound = {k for k in rendered if k.endswith("_address") and "0.0.0.0" in rendered[k]}
+    assert bound == {"inference_address", "metrics_address"}  # management and gRPC stay on loopback
+    published = render_config(ROOT / "config.properties", tmp_path, tmp_path, host="0.0.0.0", management_host="0.0.0.0")
+    assert read_properties(published)["management_address"] == "http://0.0.0.0:8081"
     assert "TSFORGE_BIND_HOST=0.0.0.0" in DOCKERFILE.read_text()
+    assert "TSFORGE_MANAGEMENT_HOST" not in STACK.read_text()  # Swarm replicas: management on loopback
+    assert 'TSFORGE_MANAGEMENT_HOST: "0.0.0.0"' in COMPOSE.read_text()

@@ -7,7 +7,9 @@ ends the module and must leave nothing behind.
 
 from __future__ import annotations
 
+import http.client
 import json
+import math
 import os
 import re
 import socket
@@ -143,7 +145,16 @@ def test_every_model_answers_through_the_gateway(deployment, archive):
     body, content_type = example(SPECS[build.MODEL_OF[archive]])
     r = deployment.predict(archive, body, content_type, deployment.key())
     assert r.status_code == 200, r.text
-    assert r.json()
+    spec, answer = SPECS[build.MODEL_OF[archive]], r.json()
+    if spec.contract.kind == "text":
+        vector = answer["embedding"]
+        assert len(vector) == spec.contract.dims and abs(sum(v * v for v in vector) - 1) < 1e-3
+    elif spec.classifier:
+        assert str(answer["label"]) in spec.contract.labels and abs(sum(answer["probabilities"].values()) - 1) < 0.05
+        if archive.startswith("digits"):
+            assert answer["label"] == 7  # examples/mnist-7.png
+    else:
+        assert math.isfinite(answer["prediction"])
 
 
 def test_no_token_or_a_wrong_one_is_refused(deployment):
@@ -166,6 +177,35 @@ def test_the_gateway_refuses_what_torchserve_would_buffer_or_should_not_expose(d
     assert chunked.status_code == 411 and chunked.json()["code"] == "length_required"
     management = requests.get(f"{deployment.gateway}/models", headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert management.status_code == 404 and management.json()["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/predictions/../models", 404),  # normalised to /models: not proxied
+        ("/predictions/%2e%2e/models", 404),
+        ("/v2/../models", 404),
+        ("//models", 404),
+        ("/predictions/x%2F..%2Fmodels", 400),
+        ("/predictions/%zz", 400),
+        ("//ping", 200),  # merged to /ping
+    ],
+)
+def test_the_gateway_normalises_the_path_before_its_rules(deployment, path, status):
+    """Sent byte for byte (http.client does not touch the path), as a hostile client would."""
+    conn = http.client.HTTPConnection("127.0.0.1", int(deployment.env["GATEWAY_PORT"]), timeout=10)
+    conn.request("GET", path, headers={"Authorization": f"Bearer {deployment.key()}"})
+    answer = conn.getresponse()
+    assert answer.status == status, (path, answer.status, answer.read()[:200])
+    conn.close()
+
+
+def test_the_gateway_image_refuses_to_start_without_a_key_unless_told_torchserve_checks_tokens(deployment):
+    """Fail closed: the image's default is to refuse, so a stack that forgets its secret never
+    serves token-less replicas to anyone."""
+    image = deployment.run(f"docker inspect -f '{{{{.Config.Image}}}}' {deployment.container('gateway')}").strip()
+    keyless = containers.docker("run", "--rm", "-e", "TS_HOST=nowhere", image, check=False)
+    assert keyless.returncode == 2 and "no key" in keyless.stderr, (keyless.returncode, keyless.stderr[-500:])
 
 
 def test_stalled_uploads_are_cut_by_the_gateway_and_cost_torchserve_nothing(deployment):

@@ -38,6 +38,11 @@ def store(built, tmp_path_factory):
     archive.build_archive(
         slow, built.exported("diabetes"), card, store, handler=Path(__file__).with_name("slow_handler.py")
     )
+    # Batches of up to 8 gathered for 50 ms, so concurrent requests share a forward pass.
+    failing = replace(diabetes, name="failing", serving=replace(diabetes.serving, batch_size=8, max_batch_delay_ms=50))
+    archive.build_archive(
+        failing, built.exported("diabetes"), card, store, handler=Path(__file__).with_name("failing_handler.py")
+    )
     return store
 
 
@@ -142,7 +147,7 @@ def test_a_wrong_key_the_user_gave_never_renews_the_servers_keys(server):
 
 
 def test_every_listener_binds_loopback_only(server):
-    pid = int((server.run_dir / serve.PID_FILE).read_text())
+    pid = json.loads((server.run_dir / serve.PID_FILE).read_text())["pid"]
     listening = [
         conn.laddr
         for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
@@ -210,6 +215,45 @@ def test_a_request_past_response_timeout_does_not_wedge_the_model(server):
         except ServerError:
             assert time.monotonic() < deadline, "the model never answered again"
             time.sleep(1)
+
+
+def test_a_model_that_fails_on_one_request_fails_only_that_request_in_a_concurrent_batch(server):
+    """Eight requests at once, one crafted to make the model raise: the pass is split until the
+    crafted one runs alone; it gets a 500 with an id and no internals, the seven others a 200."""
+    c = Client(server)
+    ensure_registered(c, "failing", "failing.mar")
+    features = json.loads((EXAMPLES / "diabetes.json").read_text())["features"]
+    good = json.dumps({"features": features}).encode()
+    poison = json.dumps({"features": [0.123] * len(features)}).encode()
+    alone = c.predict("failing", good, "application/json")["prediction"]
+    url = f"{server.inference_url}/predictions/failing"
+    bodies = [good] * 3 + [poison] + [good] * 4
+    answers: list = [None] * len(bodies)
+    barrier = threading.Barrier(len(bodies))
+
+    def send(i: int) -> None:
+        barrier.wait()
+        headers = {**server.headers(), "Content-Type": "application/json"}
+        answers[i] = requests.post(url, data=bodies[i], headers=headers, timeout=30)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status_code for r in answers] == [200] * 3 + [500] + [200] * 4
+    assert all(r.json()["prediction"] == pytest.approx(alone, abs=1e-4) for i, r in enumerate(answers) if i != 3)
+    failed = answers[3].json()
+    assert failed["error"] == "inference_failed" and "0xdeadbeef" not in answers[3].text
+    log = server.log_file.parent / "model_log.log"
+    assert failed["request_id"] in log.read_text() and "0xdeadbeef" in log.read_text()
+    metrics = requests.get(server.metrics_url + "/metrics", timeout=10).text.splitlines()
+    shared = [
+        x
+        for x in metrics
+        if x.startswith("HandlerBatches{") and 'ModelName="failing"' in x and 'BatchSize="1"' not in x
+    ]
+    assert shared, "the requests never shared a batch: nothing was isolated"
 
 
 def test_a_corrupt_or_truncated_archive_fails_clearly_and_others_keep_serving(server, store):

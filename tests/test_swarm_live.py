@@ -28,6 +28,8 @@ pytestmark = pytest.mark.docker
 STACK = f"tsforge-swarm-test-{os.getpid()}"
 SERVICE = f"{STACK}_torchserve"
 LOAD_S = 40
+HANG_S = 30
+GATEWAY_SERVER_TIMEOUT_S = 5  # docker/gateway/haproxy.cfg: timeout server
 CONCURRENCY = 4
 
 
@@ -86,7 +88,7 @@ class Stack:
 
 
 def summary(hey_output: str) -> dict[str, float]:
-    """Requests, non-200 answers, transport errors, and p50/p99 (ms) from hey's report."""
+    """Requests, non-200 answers, transport errors, p50/p99 (ms) and the slowest (s) from hey's report."""
     codes = dict(re.findall(r"\[(\d{3})\]\s+(\d+) responses", hey_output))
     errors = re.search(r"Error distribution:\n((?:\s+\[\d+\].*\n?)+)", hey_output)
     pct = dict(re.findall(r"\s(\d\d)% in ([\d.]+) secs", hey_output))
@@ -96,6 +98,7 @@ def summary(hey_output: str) -> dict[str, float]:
         "errors": sum(int(n) for n in re.findall(r"\[(\d+)\]", errors.group(1))) if errors else 0,
         "p50_ms": float(pct["50"]) * 1000,
         "p99_ms": float(pct["99"]) * 1000,
+        "slowest_s": float(re.search(r"Slowest:\s+([\d.]+) secs", hey_output).group(1)),
     }
 
 
@@ -174,6 +177,68 @@ def test_a_request_without_the_gateway_key_is_refused(stack):
     )
 
 
+def test_a_replica_exposes_inference_and_metrics_but_not_management_to_the_backend(stack):
+    """From one replica to another over the backend network: management is on each replica's
+    own loopback (no tokens there), inference and metrics answer."""
+    ids = docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={SERVICE}").stdout.split()
+    peer_ip = docker(
+        "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", ids[1]
+    ).stdout.split()[0]
+    probe = (
+        "import sys, urllib.request\n"
+        "for port, path in ((8080, '/ping'), (8082, '/metrics'), (8081, '/models')):\n"
+        "    try:\n"
+        f"        code = urllib.request.urlopen('http://{peer_ip}:%d%s' % (port, path), timeout=5).status\n"
+        "    except OSError as e:\n"
+        "        code = type(e).__name__\n"
+        "    print(port, code)\n"
+    )
+    out = docker("exec", ids[0], "python3", "-c", probe).stdout.split("\n")
+    codes = dict(line.split() for line in out if line.strip())
+    assert codes["8080"] == "200" and codes["8082"] == "200", codes
+    assert codes["8081"] in ("URLError", "ConnectionRefusedError"), codes  # nothing listens there
+    inside = docker("exec", ids[0], "tsforge", "models", "list", check=False)
+    assert inside.returncode == 0 and "digits" in inside.stdout, inside.stderr[-500:]
+
+
+def test_stopping_a_replica_under_load_drains_it_and_loses_no_request(stack):
+    """docker stop (SIGTERM, then 30 s): the replica turns unready for the gateway, finishes
+    what it holds, then stops; a planned stop, like a scale-down or a rolling update's."""
+    before = set(tasks_running())
+    load = stack.load(LOAD_S)
+    time.sleep(LOAD_S / 4)
+    (victim, *_) = docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={SERVICE}").stdout.split()
+    docker("stop", victim, timeout=90)
+    out, _ = load.communicate(timeout=LOAD_S + 60)
+    figures = summary(out)
+    print(f"planned stop (docker stop of one of 2 replicas, c={CONCURRENCY}, {LOAD_S} s): {figures}")
+    assert figures["requests"] > 0 and figures["non_200"] == 0 and figures["errors"] == 0, out
+    logs = docker("logs", victim)
+    assert "drain: quiet after" in logs.stdout + logs.stderr, (logs.stdout + logs.stderr)[-2000:]
+    wait_for(
+        "Swarm to replace the stopped replica", lambda: len(tasks_running()) == 2 and set(tasks_running()) != before
+    )
+
+
+def test_a_hung_replica_under_load_loses_no_request_and_holds_none_for_long(stack):
+    """Every process of one replica stopped for 30 s (docker pause: the cgroup freezer). The
+    gateway's check fails within ~3 s; a request it had already sent there gets no answer and is
+    retried on the other replica after `timeout server` (5 s), so none fails or waits longer."""
+    load = stack.load(LOAD_S)
+    time.sleep(LOAD_S / 4)
+    (victim, *_) = docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={SERVICE}").stdout.split()
+    docker("pause", victim)
+    try:
+        time.sleep(HANG_S)
+    finally:  # Swarm may have replaced the frozen task by now (its health check failed)
+        docker("unpause", victim, check=False)
+    out, _ = load.communicate(timeout=LOAD_S + 60)
+    figures = summary(out)
+    print(f"hung replica (docker pause of one of 2 for {HANG_S} s, c={CONCURRENCY}, {LOAD_S} s): {figures}")
+    assert figures["requests"] > 0 and figures["non_200"] == 0 and figures["errors"] == 0, out
+    assert figures["slowest_s"] < GATEWAY_SERVER_TIMEOUT_S + 2, figures
+
+
 def test_killing_a_replica_under_load_loses_no_request(stack):
     before = set(tasks_running())
     load = stack.load(LOAD_S)
@@ -191,11 +256,16 @@ def test_killing_a_replica_under_load_loses_no_request(stack):
 
 def test_a_rolling_update_loses_no_request_and_ends_on_the_new_version(stack):
     versions: list[tuple[float, str]] = []
+    probe_errors: list[str] = []
     stop = threading.Event()
 
     def probe() -> None:
         while not stop.is_set():
-            r = stack.predict()
+            try:
+                r = stack.predict()
+            except requests.RequestException as e:  # collected and asserted: never a silent death
+                probe_errors.append(f"{type(e).__name__}: {str(e)[:200]}")
+                continue
             versions.append((time.monotonic(), r.headers.get("x-model-version", f"status {r.status_code}")))
 
     load = stack.load(LOAD_S + 20)
@@ -212,6 +282,7 @@ def test_a_rolling_update_loses_no_request_and_ends_on_the_new_version(stack):
     figures = summary(out)
     print(f"rolling update 1.0 -> 2.0 (start-first, 2 replicas, c={CONCURRENCY}): {figures}")
     assert figures["requests"] > 0 and figures["non_200"] == 0 and figures["errors"] == 0, out
+    assert not probe_errors, probe_errors[:5]
     after = {v for t, v in versions if t > converged}
     assert after == {"2.0"}, f"answers after the update came from {after}"
     assert {v for _, v in versions} <= {"1.0", "2.0"}, "a probe request failed during the update"

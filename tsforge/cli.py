@@ -24,7 +24,7 @@ from training.export import FORMATS, ExportFailed
 from training.gates import GateFailed
 from training.registry import SPECS, get_spec
 from training.weights import WeightsError
-from tsforge import build, client, containers, serve
+from tsforge import build, client, containers, foreground, serve
 from tsforge.paths import ARTIFACTS, EXAMPLES, MODEL_STORE, ROOT, RUN_DIR
 
 
@@ -103,14 +103,16 @@ def _archives() -> list[str]:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     host = os.environ.get("TSFORGE_BIND_HOST")  # set by the Docker image only
+    # Set by compose only, which publishes management on the host's loopback; Swarm never does.
+    management_host = os.environ.get("TSFORGE_MANAGEMENT_HOST")
     if args.action in ("start", "run") and not _archives():
         raise SystemExit(f"no archives in {MODEL_STORE}: run `make demo` or `tsforge build` first")
     if args.action == "start":
-        _print_server(serve.start(_archives(), host=host))
+        _print_server(serve.start(_archives(), host=host, management_host=management_host))
     elif args.action == "run":
-        raise SystemExit(serve.run_foreground(_archives(), host=host, announce=_print_server))
+        raise SystemExit(foreground.run(_archives(), host, _print_server, management_host))
     elif args.action == "health":
-        raise SystemExit(0 if client.healthy(serve.server_for(RUN_DIR)) else 1)
+        raise SystemExit(0 if foreground.ready(serve.server_for(RUN_DIR)) else 1)
     elif args.action == "stop":
         print("TorchServe stopped" if serve.stop() else "TorchServe was not running")
     elif args.action == "status":
@@ -206,6 +208,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.publish:
+        from tsforge import bench_publish
+
+        print(f"published {bench_publish.publish(Path(args.publish))}; README's generated blocks rewritten")
+        return
     from tsforge import bench
 
     bench.run(quick=args.quick)
@@ -301,6 +308,10 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="in-process limit vs served vs TorchServe defaults (writes bench/results/)")
     s.add_argument("--quick", action="store_true", help="about 1 s per point and no tuning sweep (smoke test)")
+    s.add_argument(
+        "--publish", metavar="RUN_DIR", help="copy a full run's results.json to bench/published/ and regenerate "
+        "the README's figures from it (instead of running)",
+    )  # fmt: skip
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("docker", help="build the images (local bases where no registry answers); wait for health")

@@ -23,6 +23,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.files import write_text
 from tsforge.paths import ROOT
 
 DOCKER_DIR = ROOT / "docker"
@@ -198,18 +199,28 @@ def wheelhouse(say=print) -> Path:
     stamp = WHEELHOUSE / f".requirements-{hashlib.sha256(repr((deps, no_deps)).encode()).hexdigest()[:12]}"
     if stamp.exists():
         return WHEELHOUSE
-    for old in WHEELHOUSE.glob("*"):
-        if old.name != ".gitkeep":
-            old.unlink()
     say(
         f"wheelhouse: pip wheel {len(deps)} pinned requirements and their dependencies -> {WHEELHOUSE.relative_to(ROOT)}"
     )
-    pip = [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(WHEELHOUSE)]
-    for cmd in (pip + deps, pip + ["--no-deps", *no_deps]):
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise DockerError(f"pip wheel failed:\n{result.stderr[-3000:]}")
-    stamp.touch()
+    # Built aside and swapped in whole: a failed build leaves the previous wheelhouse, never a
+    # partial one that an image would then install from.
+    staging = Path(tempfile.mkdtemp(dir=WHEELHOUSE.parent, prefix=".wheelhouse-"))
+    try:
+        pip = [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(staging)]
+        for cmd in (pip + deps, pip + ["--no-deps", *no_deps]):
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise DockerError(f"pip wheel failed (the previous wheelhouse is kept):\n{result.stderr[-3000:]}")
+        (staging / ".gitkeep").touch()
+        (staging / stamp.name).touch()
+        retired = WHEELHOUSE.with_name(".wheelhouse-retired")
+        shutil.rmtree(retired, ignore_errors=True)
+        if WHEELHOUSE.exists():
+            os.replace(WHEELHOUSE, retired)
+        os.replace(staging, WHEELHOUSE)
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return WHEELHOUSE
 
 
@@ -234,7 +245,7 @@ def build_all(bases: str = "local", say=print) -> tuple[Images, dict[str, float]
         DOCKER_DIR / "gateway/Dockerfile", images.gateway, DOCKER_DIR / "gateway", {"ROOT": root}
     )
     compose_env = {"COMPOSE_PROJECT_NAME": "tsforge", **images.env()}
-    ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in compose_env.items()))
+    write_text(ENV_FILE, "".join(f"{k}={v}\n" for k, v in compose_env.items()))
     return images, seconds
 
 

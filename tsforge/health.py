@@ -1,4 +1,5 @@
-"""The container health check: `python -m tsforge.health` exits 0 when TorchServe answers /ping.
+"""The container health check: `python -m tsforge.health` exits 0 when TorchServe answers /ping
+and no drain has begun (tsforge.foreground).
 
 Separate from the CLI so that it imports neither torch nor the training code: it must answer
 well within the health check's timeout on a busy machine. The key is renewed when it expires.
@@ -6,9 +7,9 @@ well within the health check's timeout on a busy machine. The key is renewed whe
 
 import sys
 
-from tsforge.client import healthy
+from tsforge.foreground import ready
 from tsforge.paths import RUN_DIR
 from tsforge.serve import server_for
 
 if __name__ == "__main__":
-    sys.exit(0 if healthy(server_for(RUN_DIR)) else 1)
+    sys.exit(0 if ready(server_for(RUN_DIR)) else 1)

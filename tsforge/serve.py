@@ -20,14 +20,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
 import requests
 
+from training.files import write_json, write_text
 from tsforge.paths import CONFIG, LOG_CONFIG, MODEL_STORE, RUN_DIR
 
 PID_FILE = "torchserve.pid"
 KEY_FILE = "key_file.json"
 LOG_FILE = "logs/torchserve.out"
 ADDRESS_KEYS = ("inference_address", "management_address", "metrics_address")
+# What a container binds beyond its loopback (`host`): never management.
+EXPOSED_KEYS = ("inference_address", "metrics_address")
 # Every listener TorchServe opens: a second instance must move all of them.
 PORT_KEYS = (*ADDRESS_KEYS, "grpc_inference_port", "grpc_management_port")
 # "key=value;key=value" set over config.properties at start: how a deployment changes a setting
@@ -93,16 +97,26 @@ def read_properties(path: Path) -> dict[str, str]:
 
 
 def render_config(
-    base: Path, run_dir: Path, model_store: Path, ports: dict[str, int] | None = None, host: str | None = None
+    base: Path,
+    run_dir: Path,
+    model_store: Path,
+    ports: dict[str, int] | None = None,
+    host: str | None = None,
+    management_host: str | None = None,
 ) -> Path:
-    """Copy `base` into `run_dir`, filling ${MODEL_STORE}, optionally moving ports and the bind host.
+    """Copy `base` into `run_dir`, filling ${MODEL_STORE}, optionally moving ports and bind hosts.
 
     `host` exists for containers: inside one, 127.0.0.1 is unreachable from the published
-    ports, so the image binds 0.0.0.0 while compose publishes on the host's loopback only.
+    ports, so the image binds the inference and metrics APIs to 0.0.0.0. Management (and gRPC,
+    which nothing uses) stays on the container's own loopback, where the CLI inside still
+    reaches it, unless `management_host` says otherwise: compose publishes it on the host's
+    loopback, while a Swarm replica's backend network must never reach it (no tokens there).
     """
     text = base.read_text().replace("${MODEL_STORE}", str(model_store.resolve()))
-    if host:
-        text = re.sub(r"(?m)^((?:\w+_address)=(?:https?://)?)127\.0\.0\.1", rf"\g<1>{host}", text)
+    binds = [(key, host) for key in EXPOSED_KEYS] + [("management_address", management_host)]
+    for key, bind in binds:
+        if bind:
+            text = re.sub(rf"(?m)^({key}=(?:https?://)?)127\.0\.0\.1", rf"\g<1>{bind}", text)
     text = re.sub(r"(?m)^model_store=.*$", f"model_store={model_store.resolve()}", text)
     for item in filter(None, (s.strip() for s in os.environ.get(OVERRIDES_ENV, "").split(";"))):
         key, sep, value = item.partition("=")
@@ -118,7 +132,7 @@ def render_config(
             raise ServeError(f"{base} has no {key}=... line to move to port {port}")
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / "config.properties"
-    out.write_text(text)
+    write_text(out, text)
     return out
 
 
@@ -140,6 +154,7 @@ def start(
     host: str | None = None,
     timeout: float = 180.0,
     console: bool = False,
+    management_host: str | None = None,
 ) -> Server:
     """Start TorchServe in the background, wait until every model has a ready worker."""
     # Imported here: the handler pulls in torch, which the health check must not wait for.
@@ -147,7 +162,7 @@ def start(
 
     if is_running(run_dir):
         raise ServeError(f"TorchServe is already running from {run_dir}: stop it first (tsforge serve stop).")
-    config = render_config(base_config, run_dir, model_store, ports, host)
+    config = render_config(base_config, run_dir, model_store, ports, host, management_host)
     (run_dir / "logs").mkdir(exist_ok=True)
     (run_dir / "tmp").mkdir(exist_ok=True)
     (run_dir / KEY_FILE).unlink(missing_ok=True)
@@ -184,7 +199,8 @@ def start(
             proc = subprocess.Popen(
                 cmd, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
-    (run_dir / PID_FILE).write_text(str(proc.pid))
+    # The pid with its start time: after a reboot the same pid may be any other process.
+    write_json(run_dir / PID_FILE, {"pid": proc.pid, "started": psutil.Process(proc.pid).create_time()})
     server = server_for(run_dir)
     try:
         wait_ready(server, sorted({model_name(model_store / m.split("=")[-1]) for m in models}), timeout, proc)
@@ -232,24 +248,6 @@ def model_ready(server: Server, model: str) -> bool:
     return r.ok and any(w.get("status") == "READY" for d in r.json() for w in d.get("workers", []))
 
 
-def run_foreground(models: list[str], host: str | None = None, announce=print) -> int:
-    """Start, then hold until SIGTERM/SIGINT (docker stop) or TorchServe dies; then stop it."""
-    stop_requested = []
-    signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(True))
-    signal.signal(signal.SIGINT, lambda *_: stop_requested.append(True))
-    # A restarted container finds the previous one's pid files in the run volume; their pids
-    # mean nothing in this container's fresh pid namespace (and may be taken by live ones).
-    (RUN_DIR / PID_FILE).unlink(missing_ok=True)
-    (RUN_DIR / "tmp" / ".model_server.pid").unlink(missing_ok=True)
-    announce(start(models, host=host, console=True))
-    try:
-        while not stop_requested and is_running():
-            time.sleep(1)
-    finally:
-        stop()
-    return 0 if stop_requested else 1
-
-
 def is_running(run_dir: Path = RUN_DIR) -> bool:
     pid = _pid(run_dir)
     if pid is None:
@@ -280,10 +278,15 @@ def stop(run_dir: Path = RUN_DIR, timeout: float = 30.0) -> bool:
 
 
 def _pid(run_dir: Path) -> int | None:
+    """The pid this run dir started, only while that very process lives (same start time)."""
     try:
-        return int((run_dir / PID_FILE).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
+        record = json.loads((run_dir / PID_FILE).read_text())
+        pid, started = int(record["pid"]), float(record["started"])
+        if abs(psutil.Process(pid).create_time() - started) < 0.01:
+            return pid
+    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+        pass
+    return None
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -1,0 +1,135 @@
+"""The container's main process (`tsforge serve run`): start TorchServe, hold, and on a planned
+stop lose no request: turn unready, let the requests in flight finish, then stop.
+
+TorchServe ends its workers with requests in flight when it is stopped (pytorch/serve#2008),
+and a gateway keeps sending to a replica until its health check fails. So on SIGTERM (docker
+stop, a scale-down, the old task of a rolling update) this process:
+
+1. writes the drain flag: the readiness port (what the Swarm gateway checks, every second)
+   and the container health check (`tsforge.health`) answer "not ready" from then on;
+2. waits for the gateway to see it (its check interval x fall count, plus a margin);
+3. waits until TorchServe has neither received nor answered a request for QUIET_S (its
+   counters, from the metrics API), at most MAX_DRAIN_S (inside Docker's 30 s grace). While a
+   request is in flight a worker answers one at least every worker call, and the budgets bound
+   a call well under QUIET_S (models/<name>.py), so a quiet QUIET_S means nothing is in flight;
+4. stops TorchServe.
+
+The readiness port answers GET /ready with 200 while TorchServe's own /ping does, else 503.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
+
+from tsforge import serve
+from tsforge.client import healthy
+from tsforge.paths import RUN_DIR
+from tsforge.serve import Server
+
+FLAG = "draining"
+READY_PORT = 8083  # TSFORGE_READY_PORT moves it
+# docker/gateway/haproxy.cfg checks each replica every 1 s and takes it out after 2 failures.
+DETECT_S = 3.0
+QUIET_S = 2.0
+MAX_DRAIN_S = 20.0
+
+
+def draining(run_dir: Path) -> bool:
+    return (run_dir / FLAG).exists()
+
+
+def ready(server: Server) -> bool:
+    """Ready for new requests: TorchServe answers /ping and no drain has begun."""
+    return not draining(server.run_dir) and healthy(server)
+
+
+def serve_readiness(started: list[Server], host: str, port: int = READY_PORT) -> ThreadingHTTPServer:
+    """GET /ready on `host:port` in a daemon thread: 200 when `ready`, 503 otherwise (and
+    until `started` holds the server: it listens before TorchServe starts)."""
+
+    class Readiness(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            ok = self.path == "/ready" and bool(started) and ready(started[0])
+            body = b'{"ready": true}' if ok else b'{"ready": false}'
+            self.send_response(200 if ok else 503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:  # one check a second: no log line each
+            pass
+
+    httpd = ThreadingHTTPServer((host, port), Readiness)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def activity(server: Server) -> tuple[float, float]:
+    """(inference requests received, microseconds of answered ones), all models, from the
+    metrics API (no key). The first moves on each arrival, the second on each answer."""
+    text = requests.get(f"{server.metrics_url}/metrics", timeout=5).text
+
+    def total(name: str) -> float:
+        return sum(float(m) for m in re.findall(rf"(?m)^{name}\{{[^}}]*\}} (\S+)$", text))
+
+    return total("ts_inference_requests_total"), total("ts_inference_latency_microseconds")
+
+
+def drain(server: Server, say=print) -> float:
+    """Steps 1-3 above; returns the seconds it took. The caller stops TorchServe."""
+    started = time.monotonic()
+    (server.run_dir / FLAG).touch()
+    say(f"drain: not ready; waiting {DETECT_S:g} s for the gateway to stop sending")
+    time.sleep(DETECT_S)
+    last, quiet_since = None, time.monotonic()
+    while time.monotonic() - started < MAX_DRAIN_S:
+        try:
+            now = activity(server)
+        except requests.RequestException:
+            break  # TorchServe is gone already: nothing is left to finish
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since >= QUIET_S:
+            break
+        time.sleep(0.2)
+    took = time.monotonic() - started
+    say(f"drain: quiet after {took:.1f} s; stopping TorchServe")
+    return took
+
+
+def run(models: list[str], host: str | None = None, announce=print, management_host: str | None = None) -> int:
+    """Start, serve readiness, hold until SIGTERM/SIGINT or TorchServe dies; drain; stop."""
+    stop_requested = []
+    signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stop_requested.append(True))
+    # A restarted container finds the previous one's pid files and drain flag in the run
+    # volume; their pids mean nothing in this container's fresh pid namespace.
+    for stale in (RUN_DIR / serve.PID_FILE, RUN_DIR / "tmp" / ".model_server.pid", RUN_DIR / FLAG):
+        stale.unlink(missing_ok=True)
+    started: list[Server] = []
+    readiness = serve_readiness(started, host or "127.0.0.1", int(os.environ.get("TSFORGE_READY_PORT", READY_PORT)))
+    try:
+        started.append(serve.start(models, host=host, console=True, management_host=management_host))
+    except BaseException:
+        readiness.shutdown()
+        raise
+    server = started[0]
+    announce(server)
+    try:
+        while not stop_requested and serve.is_running():
+            time.sleep(0.2)
+        if stop_requested and serve.is_running():
+            drain(server)
+    finally:
+        readiness.shutdown()
+        serve.stop()
+    return 0 if stop_requested else 1
