@@ -1,0 +1,70 @@
+"""The README's benchmark figures, generated from one committed results file.
+
+`tsforge bench --publish RUN_DIR` copies a full run's results.json to bench/published/ and
+rewrites every block of the README between `<!-- bench:NAME -->` and `<!-- /bench -->` from
+it, with the report's own table functions. tests/test_readme_figures.py renders them again
+from the committed file and compares, so no figure in those blocks can be typed by hand or
+go stale beside a newer run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from training.files import write_text
+from tsforge import bench_budgets, bench_fairness, bench_report, bench_sections, bench_worst
+from tsforge.bench import Point
+from tsforge.paths import ROOT
+
+PUBLISHED = ROOT / "bench" / "published" / "results.json"
+README = ROOT / "README.md"
+BLOCK = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench -->)", re.S)
+
+
+def blocks(results: dict[str, Any]) -> dict[str, str]:
+    """Every generated block, by name, from a results.json's content."""
+    points = [Point(**p) for p in results["points"]]
+    costs = [bench_worst.Cost(**c) for c in results["worst_cases"]]
+    fairness = [bench_fairness.HeavyBesideLight(**r) for r in results["heavy_beside_light"]]
+    budgets = [bench_budgets.BudgetCost(**b) for b in results["budgets"]]
+    run = (
+        f"Run of {results['date']} ({results['seconds_per_point']:g} s per served point), on "
+        f"{results['machine']}; `bench/published/results.json`."
+    )
+    made = {
+        "run": [run],
+        "baselines": bench_sections.baselines(points),
+        "targets": [
+            line
+            for line in bench_report.targets(points) + bench_sections.targets(points, results["preprocess"])
+            if line.startswith("- ")
+        ],  # fmt: skip
+        "runtimes": bench_report.runtimes(points),
+        "worst_cases": bench_worst.table(costs),
+        "heavy_beside_light": bench_fairness.table(fairness),
+        "budgets": bench_budgets.table(budgets),
+    }
+    return {name: "\n".join(lines) + "\n" for name, lines in made.items()}
+
+
+def render(readme: str, results: dict[str, Any]) -> str:
+    """`readme` with each generated block replaced; an unknown block name is an error."""
+    made = blocks(results)
+    unknown = {m.group(2) for m in BLOCK.finditer(readme)} - set(made)
+    if unknown:
+        raise KeyError(f"README blocks with no generator: {sorted(unknown)}")
+    return BLOCK.sub(lambda m: m.group(1) + made[m.group(2)] + m.group(4), readme)
+
+
+def publish(run_dir: Path) -> Path:
+    """Copy `run_dir`/results.json to bench/published/ and regenerate the README from it."""
+    text = (run_dir / "results.json").read_text()
+    results = json.loads(text)
+    if results.get("quick"):
+        raise SystemExit("a quick run's figures are noise: publish a full `make bench` run")
+    write_text(PUBLISHED, text)
+    write_text(README, render(README.read_text(), results))
+    return PUBLISHED
