@@ -72,6 +72,6 @@ SPEC = ModelSpec(
         threads_per_worker=1,
         limits=(("max_pass_cost", 512), ("max_call_cost", 512)),
         pass_seconds=0.0004,
-    ),  # fmt: skip
+    ),
     example="wine.json",
 )
