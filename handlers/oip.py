@@ -21,7 +21,6 @@ import orjson
 from handlers.codec import BINARY_HEADER, FLOAT32_MAX, Limits, RequestError, check_size, parse_json
 
 NUMERIC_DATATYPES = ("FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
-HEADER_LENGTH = BINARY_HEADER
 # Each datatype's elements on the wire: little-endian whatever the host, no padding.
 _WIRE = ("<f2", "<f4", "<f8", "i1", "<i2", "<i4", "<i8", "u1", "<u2", "<u4", "<u8")
 WIRE_DTYPES = {t: np.dtype(c) for t, c in zip(NUMERIC_DATATYPES, _WIRE, strict=True)}
@@ -50,30 +49,30 @@ def split_binary(raw: bytes, header_length: int | str | None, limits: Limits) ->
     if header_length is None:
         doc = parse_json(raw, limits)
         if is_v2_request(doc) and any("binary_data_size" in _params(t) for t in _list(doc["inputs"])):
-            raise _binary_error(f"An input has binary_data_size but the request has no {HEADER_LENGTH} header")
+            raise _binary_error(f"An input has binary_data_size but the request has no {BINARY_HEADER} header")
         return doc
     if not isinstance(raw, (bytes, bytearray, memoryview)):
-        raise _binary_error(f"With {HEADER_LENGTH} the body must arrive as bytes: send application/octet-stream")
+        raise _binary_error(f"With {BINARY_HEADER} the body must arrive as bytes: send application/octet-stream")
     view = memoryview(raw).cast("B")
     check_size(view, limits)
     text = "" if isinstance(header_length, bool) else str(header_length).strip()
     if not _DIGITS.fullmatch(text) or not 0 < int(text) <= len(view):
-        raise _binary_error(f"{HEADER_LENGTH} is {text[:20]!r}; it must be the JSON header's length, 1 to {len(view)}")
+        raise _binary_error(f"{BINARY_HEADER} is {text[:20]!r}; it must be the JSON header's length, 1 to {len(view)}")
     n = int(text)
     try:
         doc = parse_json(bytes(view[:n]), limits)
     except RequestError as e:  # a header length that lies usually cuts the JSON short or runs past it
         raise RequestError(
-            e.status, e.code, f"The JSON header (its first {n} bytes, per {HEADER_LENGTH}): {e.detail}"
+            e.status, e.code, f"The JSON header (its first {n} bytes, per {BINARY_HEADER}): {e.detail}"
         ) from e
     if not is_v2_request(doc) or not isinstance(doc["inputs"], list):
-        raise _binary_error(f'The JSON header ({HEADER_LENGTH}: {n}) is not a request with a list of "inputs"')
+        raise _binary_error(f'The JSON header ({BINARY_HEADER}: {n}) is not a request with a list of "inputs"')
     # All sizes are checked against the body before any tensor is read: nothing is allocated
     # beyond the body, and a size that lies cannot shift the next tensor's bytes.
     sizes = [_binary_size(t) for t in doc["inputs"]]
     declared = sum(s for s in sizes if s is not None)
     if declared != len(view) - n:
-        raise _binary_error(f"binary_data_size adds up to {declared}; {len(view) - n} bytes follow {HEADER_LENGTH}")
+        raise _binary_error(f"binary_data_size adds up to {declared}; {len(view) - n} bytes follow {BINARY_HEADER}")
     offset = n
     for tensor, size in zip(doc["inputs"], sizes, strict=True):
         if size is not None:
@@ -238,7 +237,7 @@ def _flag(params: Any, key: str) -> bool | None:
     return value
 
 
-def binary_outputs(doc: Any) -> bool | set[str]:
+def binary_outputs(doc: Any) -> bool | frozenset[str]:
     """Which outputs to answer in binary: True (all), these names, or False (all JSON).
 
     parameters.binary_data_output sets the default, an output's parameters.binary_data overrides
@@ -252,10 +251,10 @@ def binary_outputs(doc: Any) -> bool | set[str]:
     own = {o["name"]: _flag(o.get("parameters"), "binary_data") for o in outputs}
     if default and False not in own.values():
         return True
-    return {name for name, flag in own.items() if (default if flag is None else flag)} or False
+    return frozenset(name for name, flag in own.items() if (default if flag is None else flag)) or False
 
 
-def encode_response(body: dict[str, Any], binary: bool | set[str]) -> tuple[bytes, int | None]:
+def encode_response(body: dict[str, Any], binary: bool | frozenset[str]) -> tuple[bytes, int | None]:
     """The response's bytes and, when binary outputs follow the JSON, the JSON's length.
 
     When the length is not None, set it as the Inference-Header-Content-Length response header

@@ -40,7 +40,7 @@ def refused(raw, header_length, limits=LIMITS, status=400):
 
 def names_extension(error):
     text = f"{error.code} {error.detail}"
-    return "binary tensor data extension" in text or oip.HEADER_LENGTH in text or "binary_data_size" in text
+    return "binary tensor data extension" in text or oip.BINARY_HEADER in text or "binary_data_size" in text
 
 
 def pixels():
@@ -201,21 +201,21 @@ FP32_4 = {"name": "x", "shape": [4], "datatype": "FP32", "parameters": {"binary_
 def test_header_length_not_a_non_negative_integer_is_refused(value):
     body, _ = craft([FP32_4], bytes(16))
     error = refused(body, value)
-    assert error.code == "invalid_binary_tensor" and oip.HEADER_LENGTH in error.detail
+    assert error.code == "invalid_binary_tensor" and oip.BINARY_HEADER in error.detail
 
 
 @pytest.mark.parametrize("delta", [-1, 1, 5])
 def test_a_header_length_that_lies_is_refused(delta):
     body, length = request(infer_input("x", pixels()))
     error = refused(body, length + delta)
-    assert names_extension(error) and oip.HEADER_LENGTH in error.detail
+    assert names_extension(error) and oip.BINARY_HEADER in error.detail
 
 
 def test_header_length_zero_or_past_the_body_is_refused():
     body, length = request(infer_input("x", pixels()))
     for bad in (0, "0", len(body) + 1, str(10**12)):
         error = refused(body, bad)
-        assert error.code == "invalid_binary_tensor" and oip.HEADER_LENGTH in error.detail
+        assert error.code == "invalid_binary_tensor" and oip.BINARY_HEADER in error.detail
 
 
 def test_an_invalid_json_header_is_refused_naming_the_header():
@@ -297,7 +297,7 @@ def test_body_over_the_limit_is_refused_before_reading():
 def test_binary_data_size_without_the_header_is_refused_naming_it():
     body, length = request(infer_input("x", pixels()))
     error = refused(body[:length], None)
-    assert error.code == "invalid_binary_tensor" and oip.HEADER_LENGTH in error.detail
+    assert error.code == "invalid_binary_tensor" and oip.BINARY_HEADER in error.detail
 
 
 def test_a_body_that_is_not_bytes_is_refused_with_a_header():
