@@ -33,11 +33,24 @@ def classification_v2(logits: np.ndarray, labels: tuple[str, ...]) -> list[dict[
     """Open Inference Protocol outputs: probabilities [k, C] FP32 and label [k] (INT64 or BYTES)."""
     probs = softmax(logits).astype(np.float32)
     best = [labels[i] for i in probs.argmax(1)]
-    if all(isinstance(label_value(x), int) for x in labels):
+    if label_datatype(labels) == "INT64":
         label = oip.tensor("label", np.array([int(b) for b in best], dtype=np.int64), "INT64")
     else:
         label = {"name": "label", "shape": [len(best)], "datatype": "BYTES", "data": best}
     return [oip.tensor("probabilities", probs), label]
+
+
+def label_datatype(labels: tuple[str, ...]) -> str:
+    """The Open Inference Protocol's type of the label output: INT64 when every label is an integer."""
+    return "INT64" if all(isinstance(label_value(x), int) for x in labels) else "BYTES"
+
+
+def classification_v2_metadata(labels: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The outputs `classification_v2` answers, as the protocol's model metadata lists them."""
+    return [
+        oip.tensor_metadata("probabilities", "FP32", [-1, len(labels)]),
+        oip.tensor_metadata("label", label_datatype(labels), [-1]),
+    ]
 
 
 def classification_schema(labels: tuple[str, ...]) -> dict[str, Any]:

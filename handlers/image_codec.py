@@ -115,6 +115,15 @@ def encode_outputs(logits: np.ndarray, decoded: Decoded, contract: ImageContract
     return out[0] if decoded.form == "single" else out
 
 
+def oip_metadata(contract: ImageContract) -> dict[str, list[dict[str, Any]]]:
+    """The tensors `decode_request` and `encode_outputs` take and give in the protocol's form."""
+    side = contract.side
+    return {
+        "inputs": [oip.tensor_metadata("pixels", "FP32", [-1, side, side])],
+        "outputs": answers.classification_v2_metadata(contract.labels),
+    }
+
+
 def schema(contract: ImageContract) -> dict[str, Any]:
     """The input and output contract that the management API's describe call shows."""
     side = contract.side

@@ -223,6 +223,11 @@ def tensor(name: str, values: np.ndarray, datatype: str = "FP32") -> dict[str, A
     return {"name": name, "shape": list(values.shape), "datatype": datatype, "data": values.ravel().tolist()}
 
 
+def tensor_metadata(name: str, datatype: str, shape: list[int]) -> dict[str, Any]:
+    """One tensor in a model's metadata (GET /v2/models/{name}): -1 is a dimension of any size."""
+    return {"name": name, "datatype": datatype, "shape": shape}
+
+
 def response(model_name: str, outputs: list[dict[str, Any]], request_id: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"model_name": model_name, "outputs": outputs}
     if request_id is not None:

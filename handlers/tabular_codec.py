@@ -78,6 +78,15 @@ def encode_outputs(outputs: np.ndarray, decoded: Decoded, contract: TabularContr
     return answers_[0] if decoded.form == "single" else answers_
 
 
+def oip_metadata(contract: TabularContract) -> dict[str, list[dict[str, Any]]]:
+    """The tensors `decode_request` and `encode_outputs` take and give in the protocol's form."""
+    if contract.labels is None:
+        outputs = [oip.tensor_metadata("prediction", "FP32", [-1])]
+    else:
+        outputs = answers.classification_v2_metadata(contract.labels)
+    return {"inputs": [oip.tensor_metadata("features", "FP32", [-1, len(contract.features)])], "outputs": outputs}
+
+
 def schema(contract: TabularContract) -> dict[str, Any]:
     """The input and output contract that the management API's describe call shows."""
     n, names = len(contract.features), ", ".join(contract.features)

@@ -143,6 +143,14 @@ def encode_outputs(outputs: np.ndarray, decoded: Decoded, contract: TextContract
     return answers[0] if decoded.form == "single" else answers
 
 
+def oip_metadata(contract: TextContract) -> dict[str, list[dict[str, Any]]]:
+    """The tensors `decode_request` and `encode_outputs` take and give in the protocol's form."""
+    return {
+        "inputs": [oip.tensor_metadata("text", "BYTES", [-1])],
+        "outputs": [oip.tensor_metadata("embedding", "FP32", [-1, contract.dims])],
+    }
+
+
 def schema(contract: TextContract) -> dict[str, Any]:
     """The input and output contract that the management API's describe call shows."""
     return {

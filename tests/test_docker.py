@@ -96,6 +96,8 @@ def test_only_the_gateway_publishes_inference_and_everything_binds_loopback():
     ports = {config_port(k) for k in ("inference_address", "management_address", "metrics_address")}
     assert exposed == ports | {READY_PORT}  # and the readiness port the Swarm gateway checks
     assert f"check port {READY_PORT}" in (DOCKER / "gateway/haproxy.cfg").read_text()
+    # and the Open Inference Protocol's health and metadata routes, served on that port
+    assert f'"${{TS_HOST}}:{READY_PORT}" check' in (DOCKER / "gateway/haproxy.cfg").read_text()
     for name, service in services.items():
         assert set(published(service).values()) <= {"127.0.0.1"}, name
     assert set(published(services["torchserve"])) == {config_port("management_address"), config_port("metrics_address")}

@@ -157,6 +157,33 @@ def test_every_model_answers_through_the_gateway(deployment, archive):
         assert math.isfinite(answer["prediction"])
 
 
+def test_tritonclient_with_its_defaults_through_the_gateway(deployment):
+    """Health and metadata (the replica's readiness port) and binary infers (TorchServe), all on
+    the gateway's one address, with the inference key TorchServe checks."""
+    import numpy as np
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=deployment.gateway.removeprefix("http://"))
+    headers = {"Authorization": f"Bearer {deployment.key()}"}
+    assert client.is_server_live(headers=headers) and client.is_server_ready(headers=headers)
+    for archive in build.SERVED:
+        assert client.is_model_ready(archive, headers=headers), archive
+    meta = client.get_model_metadata("minilm-onnx", headers=headers)
+    assert meta["platform"] == "onnxruntime_onnx" and meta["inputs"] == [
+        {"name": "text", "datatype": "BYTES", "shape": [-1]}
+    ]
+    texts = triton.InferInput("text", [2], "BYTES")
+    texts.set_data_from_numpy(np.array(["The cat sat on the mat.", "A feline rested on the rug."], dtype=object))
+    vectors = client.infer("minilm-onnx", [texts], headers=headers).as_numpy("embedding")
+    assert vectors.shape == (2, 384) and float(vectors[0] @ vectors[1]) > 0.4
+    pixels = triton.InferInput("pixels", [1, 28, 28], "FP32")
+    pixels.set_data_from_numpy(np.zeros((1, 28, 28), np.float32))
+    assert client.infer("digits", [pixels], headers=headers).as_numpy("probabilities").shape == (1, 10)
+    for wrong in ({}, {"Authorization": "Bearer not-the-key"}):
+        r = requests.get(f"{deployment.gateway}/v2/models/digits", headers=wrong, timeout=10)
+        assert r.status_code == 401 and r.json()["error"] == "unauthorized", r.text
+
+
 def test_no_token_or_a_wrong_one_is_refused(deployment):
     body, content_type = example(SPECS["digits"])
     for key in (None, "not-the-key"):

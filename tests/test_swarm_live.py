@@ -177,6 +177,25 @@ def test_a_request_without_the_gateway_key_is_refused(stack):
     )
 
 
+def test_tritonclient_with_its_defaults_through_the_swarm_gateway(stack):
+    """Health, metadata (the replicas' readiness ports) and a binary infer (TorchServe), one address."""
+    import numpy as np
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=stack.url.removeprefix("http://").split("/")[0])
+    headers = {"Authorization": f"Bearer {stack.key}"}
+    assert client.is_server_live(headers=headers) and client.is_server_ready(headers=headers)
+    assert client.is_model_ready("digits", headers=headers)
+    meta = client.get_model_metadata("digits", headers=headers)
+    assert meta["versions"] == ["1.0"] and meta["inputs"] == [
+        {"name": "pixels", "datatype": "FP32", "shape": [-1, 28, 28]}
+    ]
+    pixels = triton.InferInput("pixels", [2, 28, 28], "FP32")
+    pixels.set_data_from_numpy(np.zeros((2, 28, 28), np.float32))
+    assert client.infer("digits", [pixels], headers=headers).as_numpy("label").shape == (2,)
+    assert not client.is_server_ready()  # no gateway key: 401 before any replica is asked
+
+
 def test_a_replica_exposes_inference_and_metrics_but_not_management_to_the_backend(stack):
     """From one replica to another over the backend network: management is on each replica's
     own loopback (no tokens there), inference and metrics answer."""

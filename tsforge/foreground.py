@@ -14,11 +14,14 @@ stop, a scale-down, the old task of a rolling update) this process:
    a call well under QUIET_S (models/<name>.py), so a quiet QUIET_S means nothing is in flight;
 4. stops TorchServe.
 
-The readiness port answers GET /ready with 200 while TorchServe's own /ping does, else 503.
+The readiness port answers GET /ready with 200 while TorchServe's own /ping does, else 503,
+and the Open Inference Protocol's health and metadata routes (tsforge.oip_status), which the
+gateway sends here.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -29,9 +32,9 @@ from pathlib import Path
 
 import requests
 
-from tsforge import serve
+from tsforge import oip_status, serve
 from tsforge.client import healthy
-from tsforge.paths import RUN_DIR
+from tsforge.paths import MODEL_STORE, RUN_DIR
 from tsforge.serve import Server
 
 FLAG = "draining"
@@ -51,15 +54,29 @@ def ready(server: Server) -> bool:
     return not draining(server.run_dir) and healthy(server)
 
 
-def serve_readiness(started: list[Server], host: str, port: int = READY_PORT) -> ThreadingHTTPServer:
+def serve_readiness(
+    started: list[Server], host: str, port: int = READY_PORT, store: Path = MODEL_STORE
+) -> ThreadingHTTPServer:
     """GET /ready on `host:port` in a daemon thread: 200 when `ready`, 503 otherwise (and
-    until `started` holds the server: it listens before TorchServe starts)."""
+    until `started` holds the server: it listens before TorchServe starts); and the Open
+    Inference Protocol's GET routes (/v2/...) for the models in `store`."""
 
     class Readiness(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            ok = self.path == "/ready" and bool(started) and ready(started[0])
-            body = b'{"ready": true}' if ok else b'{"ready": false}'
-            self.send_response(200 if ok else 503)
+            if self.path == "/ready":
+                ok = bool(started) and ready(started[0])
+                status, doc = (200 if ok else 503), {"ready": ok}
+            elif not oip_status.is_route(self.path):
+                status, doc = oip_status.error(404, "not_found", "this port serves GET /ready and /v2 routes")
+            elif not started:
+                status, doc = oip_status.error(503, "starting", "TorchServe is starting")
+            else:
+                server = started[0]
+                status, doc = oip_status.answer(
+                    self.path, self.headers.get("Authorization"), server, store, lambda: ready(server)
+                )
+            body = json.dumps(doc).encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -1,0 +1,114 @@
+"""The Open Inference Protocol's health and metadata routes (tsforge.oip_status), answered by
+the container's readiness port beside a real TorchServe, read by tritonclient itself.
+
+Through the gateway, with infer on the same address, in tests/test_docker_live.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from training.registry import SPECS
+from tsforge import build, foreground, serve
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def routes(served, built):
+    """The readiness port of tsforge.foreground on a free loopback port, over `served`."""
+    port = serve.free_port()
+    httpd = foreground.serve_readiness([served], "127.0.0.1", port, store=built.store)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def triton(url):
+    import tritonclient.http
+
+    return tritonclient.http.InferenceServerClient(url=url)
+
+
+def test_tritonclient_reads_health_and_server_metadata(routes, served):
+    client = triton(routes)
+    assert client.is_server_live(headers=served.headers())
+    assert client.is_server_ready(headers=served.headers())
+    assert client.get_server_metadata(headers=served.headers())["extensions"] == ["binary_tensor_data"]
+    for archive in build.SERVED:
+        assert client.is_model_ready(archive, headers=served.headers()), archive
+
+
+def test_model_metadata_is_the_contract_and_the_runtime_of_each_archive(routes, served):
+    client = triton(routes)
+    digits = client.get_model_metadata("digits", headers=served.headers())
+    assert digits["name"] == "digits" and digits["platform"] == "pytorch_libtorch"
+    assert digits["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 28, 28]}]
+    assert digits["outputs"] == [
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+        {"name": "label", "datatype": "INT64", "shape": [-1]},
+    ]
+    text = client.get_model_metadata("minilm-onnx", headers=served.headers())
+    assert text["platform"] == "onnxruntime_onnx"
+    assert text["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    assert text["outputs"] == [{"name": "embedding", "datatype": "FP32", "shape": [-1, 384]}]
+    rows = client.get_model_metadata("diabetes", headers=served.headers())
+    assert rows["inputs"][0]["shape"] == [-1, len(SPECS["diabetes"].contract.features)]
+    assert rows["outputs"] == [{"name": "prediction", "datatype": "FP32", "shape": [-1]}]
+    version = rows["versions"][0]
+    assert client.get_model_metadata("diabetes", version, headers=served.headers())["versions"] == [version]
+    assert client.is_model_ready("diabetes", version, headers=served.headers())
+
+
+def test_every_archive_declares_the_tensors_its_codec_answers(routes, served, built):
+    """The metadata's outputs are the names and types an infer answer carries, for every archive."""
+    import numpy as np
+    import tritonclient.http
+
+    client = triton(routes)
+    infer = triton(served.inference_url.removeprefix("http://"))
+    for archive in build.SERVED:
+        meta = client.get_model_metadata(archive, headers=served.headers())
+        (declared,) = meta["inputs"]
+        rows = 2
+        shape = [rows if d == -1 else d for d in declared["shape"]]
+        tensor = tritonclient.http.InferInput(declared["name"], shape, declared["datatype"])
+        if declared["datatype"] == "BYTES":
+            tensor.set_data_from_numpy(np.array(["a text", "another"], dtype=object))
+        else:
+            tensor.set_data_from_numpy(np.full(shape, 0.25, np.float32))
+        answer = infer.infer(archive, [tensor], headers=served.headers())
+        for output in meta["outputs"]:
+            got = answer.get_output(output["name"])
+            assert got is not None and got["datatype"] == output["datatype"], (archive, output, got)
+            assert [rows if d == -1 else d for d in output["shape"]] == got["shape"], (archive, output, got)
+        assert len(answer.get_response()["outputs"]) == len(meta["outputs"])
+
+
+def test_unknown_models_and_routes_and_a_wrong_key_are_refused_with_json(routes, served):
+    base = f"http://{routes}"
+    r = requests.get(f"{base}/v2/models/no-such-model", headers=served.headers(), timeout=10)
+    assert r.status_code == 404 and r.json()["error"] == "model_not_found", r.text
+    r = requests.get(f"{base}/v2/models/digits/versions/99.9", headers=served.headers(), timeout=10)
+    assert r.status_code == 404 and "99.9" in r.json()["detail"], r.text
+    r = requests.get(f"{base}/v2/models/digits/config", headers=served.headers(), timeout=10)
+    assert r.status_code == 404 and r.json()["error"] == "not_found", r.text  # Triton's, not the protocol's
+    for headers in ({}, {"Authorization": "Bearer not-the-key"}):
+        r = requests.get(f"{base}/v2/models/digits", headers=headers, timeout=10)
+        assert r.status_code == 401 and r.json()["error"] == "unauthorized", r.text
+    assert not triton(routes).is_server_ready()  # tritonclient without the key
+
+
+def test_a_draining_replica_is_not_ready_but_still_live(routes, served):
+    client = triton(routes)
+    flag = served.run_dir / foreground.FLAG
+    flag.touch()
+    try:
+        assert client.is_server_live(headers=served.headers())
+        assert not client.is_server_ready(headers=served.headers())
+    finally:
+        flag.unlink()
+    assert client.is_server_ready(headers=served.headers())
