@@ -5,20 +5,21 @@ import re
 
 import pytest
 
+from bench import run
+from bench.worst_cases import worst_cases
 from training.registry import SPECS
-from tsforge import bench, build
-from tsforge.worst_cases import worst_cases
+from tsforge import build
 
 pytestmark = pytest.mark.integration
 
 
 def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     # The bench builds into the repository's store; point it at the session's built archives.
-    monkeypatch.setattr(bench, "MODEL_STORE", built.store)
-    monkeypatch.setattr(bench, "ARTIFACTS", built.artifacts)
-    monkeypatch.setattr(bench.build, "build", lambda spec, runtime, **kw: (built.archive(spec.name), False))
-    monkeypatch.setattr(bench, "CONCURRENCY", (1, 32))
-    out = bench.run(quick=True, out_root=tmp_path)
+    monkeypatch.setattr(run, "MODEL_STORE", built.store)
+    monkeypatch.setattr(run, "ARTIFACTS", built.artifacts)
+    monkeypatch.setattr(run.build, "build", lambda spec, runtime, **kw: (built.archive(spec.name), False))
+    monkeypatch.setattr(run, "CONCURRENCY", (1, 32))
+    out = run.run(quick=True, out_root=tmp_path)
     data = json.loads((out / "results.json").read_text())
     stages = {(p["stage"], p["model"], p["concurrency"]) for p in data["points"]}
     for model in ("digits", "diabetes"):

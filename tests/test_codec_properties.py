@@ -13,12 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from bench.worst_cases import case_exif_rotated_jpeg, case_white_on_transparent_png
 from handlers import image_codec, tabular_codec, text_codec
 from handlers.codec import Decoded, Limits, Payload, RequestError
 from tests.conftest import row_shape
 from training.registry import SPECS
 from tsforge.paths import EXAMPLES
-from tsforge.worst_cases import case_exif_rotated_jpeg, case_white_on_transparent_png
 
 LIMITS = Limits()
 # Every registered model's codec and contract: a new model is fuzzed the moment it exists.

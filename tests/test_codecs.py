@@ -273,7 +273,7 @@ def test_labels_that_are_not_numbers_answer_as_names():
 
 
 def test_images_are_read_as_a_viewer_shows_them():
-    from tsforge import worst_cases as w
+    from bench import worst_cases as w
 
     upright = digit(png(w.digit()))
     # EXIF orientation, white ink on transparency, an animated PNG's first frame: the same digit.
@@ -291,7 +291,7 @@ def test_images_are_read_as_a_viewer_shows_them():
 
 @pytest.mark.parametrize("name", ["png_1bit_palette", "png_16bit_rgb", "png_many_chunks", "jpeg_progressive_scans"])
 def test_an_image_whose_cost_cannot_be_bounded_is_refused_from_its_headers(name):
-    from tsforge.worst_cases import worst_cases
+    from bench.worst_cases import worst_cases
 
     case = next(c for c in worst_cases() if c.name == name)
     with pytest.raises(RequestError) as e:
@@ -307,7 +307,7 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def test_a_plain_png_whose_zlib_stream_is_cut_short_reads_as_through_pillow():
     """The fast path for plain grayscale PNGs takes only a stream that ends, checksum and all;
     any other goes the way Image.open takes it (the pre-#16 reference decoder)."""
-    from tsforge.bench_preprocess import current_decode, reference_decode
+    from bench.preprocess import current_decode, reference_decode
 
     width, height = 5, 4
     rows = b"".join(b"\0" + bytes(range(i, i + width)) for i in range(height))  # unfiltered

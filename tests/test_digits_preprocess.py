@@ -1,6 +1,6 @@
 """The faster digits preprocessing (#16) answers exactly as the pre-#16 one did.
 
-The reference is frozen in tsforge/bench_preprocess.py. Every input gets the same pixels
+The reference is frozen in bench/preprocess.py. Every input gets the same pixels
 (within 1e-6; in fact bit for bit) or the same refusal: the real MNIST examples, the held-out
 digits, training's own 8x8 images, the odd images the codec tests use, and random and mutated
 images. Speed is measured by `measure`, never asserted here.
@@ -17,13 +17,13 @@ from hypothesis import strategies as st
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from bench import preprocess as bench
+from bench import worst_cases as w
 from handlers import image_codec
 from handlers.codec import Limits, Payload, RequestError
 from handlers.digit_transform import to_model_pixels
 from tests.test_codec_properties import images, mutated
 from training.registry import SPECS
-from tsforge import bench_preprocess as bench
-from tsforge import worst_cases as w
 from tsforge.paths import EXAMPLES
 
 LIMITS = Limits()

@@ -1,15 +1,15 @@
 """Heavy beside light, through a real TorchServe: the largest requests the limits accept, sent
 continuously by eight clients, neither take the text model down nor hold up a one-sentence
-request (tsforge/bench_fairness.py, which `make bench` runs for every kind)."""
+request (bench/fairness.py, which `make bench` runs for every kind)."""
 
 import json
 
 import pytest
 import requests
 
+from bench import fairness
 from handlers.codec import Limits
 from training.registry import SPECS
-from tsforge import bench_fairness
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +36,11 @@ def test_the_largest_request_the_limits_accept_is_served_and_one_row_more_is_ref
 def test_heavy_requests_never_fail_the_model_and_light_ones_stay_fast(served):
     body = json.dumps({"texts": [HEAVY_TEXT] * HEAVY_ROWS}).encode()
     pids = worker_pids(served)
-    result = bench_fairness.measure(
-        served, "minilm", bench_fairness.Body(body, "application/json"),
-        bench_fairness.Body(b"The cat sat on the mat.", "text/plain"), f"{HEAVY_ROWS} texts of 256 tokens", DURATION_S,
+    result = fairness.measure(
+        served, "minilm", fairness.Body(body, "application/json"),
+        fairness.Body(b"The cat sat on the mat.", "text/plain"), f"{HEAVY_ROWS} texts of 256 tokens", DURATION_S,
     )  # fmt: skip
-    print("\n".join(bench_fairness.table([result])))
+    print("\n".join(fairness.table([result])))
     assert not result.errors, result.errors[:5]
     assert set(result.heavy_statuses) <= {200, 429} and result.heavy_statuses.get(200, 0) > 0, result.heavy_statuses
     assert set(result.light_statuses) == {200}, result.light_statuses

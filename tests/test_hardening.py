@@ -1,5 +1,5 @@
 """Through a real TorchServe: no request can hurt another, cost the worker seconds, or get a
-wrong answer. Every worst case of tsforge.worst_cases gets its documented answer, poisoning
+wrong answer. Every worst case of bench.worst_cases gets its documented answer, poisoning
 requests mixed into concurrent batches fail only themselves, and control headers change
 nothing."""
 
@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from bench.worst_cases import upright_png, worst_cases
 from tsforge.paths import EXAMPLES
-from tsforge.worst_cases import upright_png, worst_cases
 
 pytestmark = pytest.mark.integration
 

@@ -208,14 +208,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    # The benchmark is not installed (nor in the image): it runs from the checkout.
+    sys.path.insert(0, str(ROOT))
     if args.publish:
-        from tsforge import bench_publish
+        from bench import publish
 
-        print(f"published {bench_publish.publish(Path(args.publish))}; README's generated blocks rewritten")
+        print(f"published {publish.publish(Path(args.publish))}; README's generated blocks rewritten")
         return
-    from tsforge import bench
+    from bench import run
 
-    bench.run(quick=args.quick)
+    run.run(quick=args.quick)
 
 
 def parser() -> argparse.ArgumentParser:

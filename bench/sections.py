@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from bench import breakdown
+from bench.baselines import FLOOR
+from bench.points import CONCURRENCY, Point
 from training.export import FORMATS
 from training.registry import SPECS
-from tsforge import bench_breakdown
-from tsforge.bench import CONCURRENCY, FLOOR, Point
 
 # TorchServe 0.12.0's frontend (pytorch/serve tag v0.12.0), read for the maxBatchDelay section.
 SRC = "frontend/server/src/main/java/org/pytorch/serve"
@@ -28,14 +29,20 @@ def verdict(ok: bool) -> str:
     return "**met**" if ok else "**missed**"
 
 
-def targets(points: list[Point], preprocess: dict) -> list[str]:
+def targets(points: list[Point], preprocess_figures: dict) -> list[str]:
     """Issue #16's four targets (digits, shipped configuration, ratios within this run)."""
     s32, s1 = _one(points, stage="shipped", model="digits", concurrency=32), _one(points, stage="shipped", model="digits", concurrency=1)  # fmt: skip
     f32, f1 = _one(points, stage="floor", concurrency=32), _one(points, stage="floor", concurrency=1)
     p32 = _one(points, stage="peer", concurrency=32)
-    r_floor, r_peer, r_pre = s32.throughput / f32.throughput, s32.throughput / p32.throughput, preprocess["ratio"]
+    r_floor, r_peer, r_pre = (
+        s32.throughput / f32.throughput,
+        s32.throughput / p32.throughput,
+        preprocess_figures["ratio"],
+    )
     spread = (
-        f" (rounds: {preprocess['ratio_min']:.2f}-{preprocess['ratio_max']:.2f}×)" if "ratio_min" in preprocess else ""
+        f" (rounds: {preprocess_figures['ratio_min']:.2f}-{preprocess_figures['ratio_max']:.2f}×)"
+        if "ratio_min" in preprocess_figures
+        else ""
     )
     return [
         f"- served / floor at concurrency 32: {s32.throughput:.0f} / {f32.throughput:.0f} = **{r_floor:.2f}×** "
@@ -44,8 +51,8 @@ def targets(points: list[Point], preprocess: dict) -> list[str]:
         f"(target ≥ 1.6×): {verdict(r_peer >= 1.6)}",
         f"- p50 at concurrency 1, served − floor: {s1.p50_ms:.2f} − {f1.p50_ms:.2f} = **{s1.p50_ms - f1.p50_ms:+.2f} ms** "
         f"(target ≤ 0): {verdict(s1.p50_ms <= f1.p50_ms)}",
-        f"- in-process digits preprocessing, now / before: {preprocess['current_images_per_s']:.0f} / "
-        f"{preprocess['reference_images_per_s']:.0f} images/s = **{r_pre:.2f}×**{spread} (target ≥ 2×): "
+        f"- in-process digits preprocessing, now / before: {preprocess_figures['current_images_per_s']:.0f} / "
+        f"{preprocess_figures['reference_images_per_s']:.0f} images/s = **{r_pre:.2f}×**{spread} (target ≥ 2×): "
         f"{verdict(r_pre >= 2)}",
     ]
 
@@ -85,7 +92,7 @@ def where_time_goes(points: list[Point]) -> list[str]:
         "size: a request waits for its whole batch. The floor and the defaults' non-digits points have no stage "
         "timers (–). Source of the log-based columns: the frontend's INFO log, `logs/torchserve.out`.",
         "",
-        *bench_breakdown.table(rows),
+        *breakdown.table(rows),
     ]
 
 

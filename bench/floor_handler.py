@@ -3,7 +3,7 @@
 Decode the PNG, scale to [0, 1], one forward pass of the same exported TorchScript file,
 argmax. No validation, no limits, no per-request errors, no metrics, no model card: what the
 served digits handler costs beyond this is the price of its guarantees. Archived by
-`tsforge.bench_baselines.floor_archive` with the shipped serving settings; never shipped.
+`bench.baselines.floor_archive` with the shipped serving settings; never shipped.
 """
 
 from __future__ import annotations

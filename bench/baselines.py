@@ -1,8 +1,8 @@
 """The benchmark's baselines and setting variants, each run beside the shipped archives.
 
 - floor: the same exported digits TorchScript file behind a minimal TorchServe handler
-  (tsforge/bench_floor_handler.py), same serving settings: what our handler's guarantees cost;
-- peer: LitServe on the same file, same batching (tsforge/bench_peer.py), on a free loopback port;
+  (bench/floor_handler.py), same serving settings: what our handler's guarantees cost;
+- peer: LitServe on the same file, same batching (bench/peer.py), on a free loopback port;
 - variants of the TorchServe setup (config.properties keys, the logging config, a handler
   that emits no metrics, a model registered over the management API) for the settings table.
 """
@@ -29,9 +29,9 @@ from tsforge import serve
 from tsforge.paths import CONFIG, LOG_CONFIG, ROOT
 
 FLOOR = "digits-floor"
-FLOOR_HANDLER = ROOT / "tsforge" / "bench_floor_handler.py"
+FLOOR_HANDLER = ROOT / "bench" / "floor_handler.py"
 # The shipped handler with its per-batch metrics (batch size, stage timings) switched off.
-QUIET_HANDLER = ROOT / "tsforge" / "bench_quiet_handler.py"
+QUIET_HANDLER = ROOT / "bench" / "quiet_handler.py"
 
 
 def floor_archive(exported: Path, serving: ServingConfig, store: Path) -> Path:
@@ -62,7 +62,7 @@ def peer_body(png: Path, out: Path) -> Path:
 def peer_server(exported: Path, serving: ServingConfig, log_file: Path, timeout: float = 120.0) -> Iterator[str]:
     """LitServe on a free loopback port; yields its /predict URL and always stops it."""
     port = serve.free_port()
-    cmd = [sys.executable, "-m", "tsforge.bench_peer", "--model", str(exported), "--port", str(port),
+    cmd = [sys.executable, "-m", "bench.peer", "--model", str(exported), "--port", str(port),
            "--workers", str(serving.workers), "--batch", str(serving.batch_size),
            "--timeout-ms", str(max(serving.max_batch_delay_ms, 1))]  # fmt: skip
     with open(log_file, "ab") as log:

@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bench import budgets, fairness, report, sections, worst
+from bench.points import Point
 from training.files import write_text
-from tsforge import bench_budgets, bench_fairness, bench_report, bench_sections, bench_worst
-from tsforge.bench import Point
 from tsforge.paths import ROOT
 
 PUBLISHED = ROOT / "bench" / "published" / "results.json"
@@ -27,25 +27,25 @@ BLOCK = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench -->)", re.S)
 def blocks(results: dict[str, Any]) -> dict[str, str]:
     """Every generated block, by name, from a results.json's content."""
     points = [Point(**p) for p in results["points"]]
-    costs = [bench_worst.Cost(**c) for c in results["worst_cases"]]
-    fairness = [bench_fairness.HeavyBesideLight(**r) for r in results["heavy_beside_light"]]
-    budgets = [bench_budgets.BudgetCost(**b) for b in results["budgets"]]
+    costs = [worst.Cost(**c) for c in results["worst_cases"]]
+    heavy_light = [fairness.HeavyBesideLight(**r) for r in results["heavy_beside_light"]]
+    budget_costs = [budgets.BudgetCost(**b) for b in results["budgets"]]
     run = (
         f"Run of {results['date']} ({results['seconds_per_point']:g} s per served point), on "
         f"{results['machine']}; `bench/published/results.json`."
     )
     made = {
         "run": [run],
-        "baselines": bench_sections.baselines(points),
+        "baselines": sections.baselines(points),
         "targets": [
             line
-            for line in bench_report.targets(points) + bench_sections.targets(points, results["preprocess"])
+            for line in report.targets(points) + sections.targets(points, results["preprocess"])
             if line.startswith("- ")
         ],  # fmt: skip
-        "runtimes": bench_report.runtimes(points),
-        "worst_cases": bench_worst.table(costs),
-        "heavy_beside_light": bench_fairness.table(fairness),
-        "budgets": bench_budgets.table(budgets),
+        "runtimes": report.runtimes(points),
+        "worst_cases": worst.table(costs),
+        "heavy_beside_light": fairness.table(heavy_light),
+        "budgets": budgets.table(budget_costs),
     }
     return {name: "\n".join(lines) + "\n" for name, lines in made.items()}
 

@@ -14,11 +14,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bench import budgets, fairness, sections, worst  # noqa: E402
+from bench.baselines import FLOOR  # noqa: E402
+from bench.points import TORCHSERVE_DEFAULTS, Point  # noqa: E402
+from bench.worst import Cost  # noqa: E402
 from training.export import FORMATS  # noqa: E402
 from training.registry import SPECS  # noqa: E402
-from tsforge import bench_budgets, bench_fairness, bench_sections, bench_worst  # noqa: E402
-from tsforge.bench import FLOOR, TORCHSERVE_DEFAULTS, Point  # noqa: E402
-from tsforge.bench_worst import Cost  # noqa: E402
 
 
 def _pick(points: list[Point], **where) -> list[Point]:
@@ -165,9 +166,9 @@ def write_report(
     quick: bool,
     seconds: float,
     costs: list[Cost],
-    preprocess: dict,
-    fairness: list[bench_fairness.HeavyBesideLight],
-    budgets: list[bench_budgets.BudgetCost],
+    preprocess_figures: dict,
+    heavy_light: list[fairness.HeavyBesideLight],
+    budget_costs: list[budgets.BudgetCost],
 ) -> None:
     plots(points, out)
     shipped = {name: asdict(spec.serving) for name, spec in SPECS.items()}
@@ -185,7 +186,7 @@ def write_report(
         "## Targets (digits)",
         "",
         *targets(points),
-        *bench_sections.targets(points, preprocess),
+        *sections.targets(points, preprocess_figures),
         "",
         "## Baselines (digits)",
         "",
@@ -194,23 +195,23 @@ def write_report(
         "scale, forward, argmax; same batch, delay and workers); peer (LitServe, same batching and workers; the PNG "
         "base64 in JSON, LitServe's idiom); TorchServe's defaults; and the handler in process.",
         "",
-        *bench_sections.baselines(points),
+        *sections.baselines(points),
         "",
         "## Where the time goes",
         "",
-        *bench_sections.where_time_goes(points),
+        *sections.where_time_goes(points),
         "",
         "## TorchServe settings",
         "",
-        *bench_sections.settings_table(points),
+        *sections.settings_table(points),
         "",
         "## maxBatchDelay = 0",
         "",
-        *bench_sections.batch_delay(points),
+        *sections.batch_delay(points),
         "",
         "## Shipped configuration",
         "",
-        *bench_sections.shipped_configuration(points),
+        *sections.shipped_configuration(points),
         "",
         "## TorchScript vs ONNX Runtime",
         "",
@@ -279,24 +280,24 @@ def write_report(
         "",
         "The costliest body of each input class that the limits accept (`*_at_limit`, `case_*`), and the bombs",
         "beyond them (refused from their headers), each sent alone to the served TorchScript models",
-        "(`tsforge/worst_cases.py`). CPU is the model's worker processes' time per request; memory is the growth",
+        "(`bench/worst_cases.py`). CPU is the model's worker processes' time per request; memory is the growth",
         "of the largest worker's peak RSS (VmHWM, reset before each case). The bar: about 100 ms and 100 MiB.",
         "",
-        *bench_worst.table(costs),
+        *worst.table(costs),
         "",
         "## Heavy beside light",
         "",
         "Per kind, the shipped archive: its largest accepted request sent without pause by eight clients, beside its",
         "example request every 0.2 s; first that light request alone for as long, as this run's baseline",
-        "(`tsforge/bench_fairness.py`). Heavy requests past a worker call's budget are answered 429 at once.",
+        "(`bench/fairness.py`). Heavy requests past a worker call's budget are answered 429 at once.",
         "",
-        *bench_fairness.table(fairness),
+        *fairness.table(heavy_light),
         "",
         "## Budgets",
         "",
-        "Each model's worst forward pass within its `max_pass_cost`, in process on one thread (`tsforge/bench_budgets.py`).",
+        "Each model's worst forward pass within its `max_pass_cost`, in process on one thread (`bench/budgets.py`).",
         "",
-        *bench_budgets.table(budgets),
+        *budgets.table(budget_costs),
     ]
     sweep = _pick(points, stage="sweep")
     if sweep:

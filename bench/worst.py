@@ -1,6 +1,6 @@
 """What the worst request of each input class costs a served worker: `make bench`'s cost table.
 
-Each body of `tsforge.worst_cases` (the costliest inputs the limits accept, and the bombs
+Each body of `bench.worst_cases` (the costliest inputs the limits accept, and the bombs
 beyond them) is sent to a real TorchServe; the model's worker processes are measured around
 it with psutil and /proc: CPU time per request, and the growth of their peak resident memory
 (VmHWM, reset through /proc/<pid>/clear_refs before each case).
@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import requests
 
+from bench.worst_cases import worst_cases
 from tsforge import serve
-from tsforge.worst_cases import worst_cases
 
 
 @dataclass

@@ -4,9 +4,9 @@ Same batching as the shipped archive (max_batch_size 8, a ~1 ms batch timeout), 
 workers with one intra-op thread each, loopback only. LitServe takes JSON (or forms), so
 the PNG arrives base64 in `{"image": ...}`: LitServe's own idiom for images.
 
-    python -m tsforge.bench_peer --model artifacts/digits/torchscript/digits.pt --port 8600
+    python -m bench.peer --model artifacts/digits/torchscript/digits.pt --port 8600
 
-Started and stopped by `tsforge.bench_baselines.peer_server`; never shipped.
+Started and stopped by `bench.baselines.peer_server`; never shipped.
 """
 
 from __future__ import annotations

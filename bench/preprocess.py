@@ -8,7 +8,7 @@ pixels; `measure` times them on the same batch of real MNIST bodies. One differe
 deliberate: a PNG or JPEG with a second, smaller size header (IHDR, SOF) after its image is
 now judged by the largest it declares, where the reference judged it by the last one.
 
-    .venv/bin/python -c "from tsforge.bench_preprocess import measure; print(measure(5))"
+    .venv/bin/python -c "from bench.preprocess import measure; print(measure(5))"
 """
 
 from __future__ import annotations

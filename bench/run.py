@@ -19,65 +19,31 @@ import subprocess
 import tempfile
 import time
 import zipfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from importlib.metadata import version
 from pathlib import Path
 
 import psutil
 import yaml
 
+from bench import baselines, breakdown, budgets, fairness, preprocess, report, worst
+from bench.baselines import FLOOR
+from bench.points import CONCURRENCY, TORCHSERVE_DEFAULTS, Point
 from training.registry import SPECS
 from training.specs import ServingConfig
-from tsforge import (
-    archive,
-    bench_baselines,
-    bench_breakdown,
-    bench_budgets,
-    bench_fairness,
-    bench_worst,
-    build,
-    serve,
-)
-from tsforge.bench_baselines import FLOOR
+from tsforge import archive, build, serve
 from tsforge.client import CONTENT_TYPES
 from tsforge.paths import ARTIFACTS, CONFIG, EXAMPLES, MODEL_STORE, ROOT
 
-CONCURRENCY = (1, 8, 32, 64)
 # Each model's request body is its declared example (examples/<file>).
 BODIES = {
     name: (EXAMPLES / spec.example, CONTENT_TYPES.get(Path(spec.example).suffix.lower(), "application/octet-stream"))
     for name, spec in SPECS.items()
 }
-# TorchServe's own defaults: batch size 1, maxBatchDelay 100 ms, one worker per core, and
-# PyTorch's default thread count in each worker (threads 0 = leave it alone).
-TORCHSERVE_DEFAULTS = ServingConfig(batch_size=1, max_batch_delay_ms=100, workers=2, threads_per_worker=0)
 # Served name -> the model (and request body) behind it: digits-onnx -> digits.
 BASE = {**build.MODEL_OF, FLOOR: "digits"}
 # Settings tried for digits at concurrency 32 (full mode): (workers, threads, batch, delay ms).
 SWEEP = [(1, 1, 8, 1), (1, 2, 8, 1), (2, 1, 8, 5), (2, 1, 8, 1), (2, 1, 16, 5), (2, 1, 1, 1), (2, 1, 8, 0)]
-
-
-@dataclass
-class Point:
-    stage: str  # "in-process", "shipped", "floor", "peer", "defaults", "settings", "sweep"
-    model: str
-    setting: str
-    concurrency: int
-    requests: int
-    throughput: float  # samples (requests) per second
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    errors: int
-    # Where the time goes (served points), per request from TorchServe's own counters:
-    # waiting in its queue (includes maxBatchDelay) and its whole frontend-measured latency.
-    queue_ms: float = 0.0
-    torchserve_ms: float = 0.0
-    # Resident memory of the model's largest worker after the point (served points).
-    worker_rss_mib: float = 0.0
-    mean_ms: float = 0.0
-    # Per request, ms: tsforge.bench_breakdown.PARTS (TorchServe points only).
-    breakdown: dict[str, float] = field(default_factory=dict)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -170,11 +136,11 @@ def served(
         ports = {k: serve.free_port() for k in serve.PORT_KEYS}
         run_dir = Path(tmp) / "run"
         startup = [] if registrations else [f"{m}.mar" for m in models]
-        with bench_baselines.log_config(log_variant, Path(tmp) / "log4j2.xml"):
+        with baselines.log_config(log_variant, Path(tmp) / "log4j2.xml"):
             server = serve.start(startup, run_dir=run_dir, model_store=store_dir, base_config=config, ports=ports)
         try:
             for archive_name, params in (registrations or {}).items():
-                bench_baselines.register(server, archive_name, **params)
+                baselines.register(server, archive_name, **params)
             key = server.keys()["inference"]
             for model in models:
                 path, content_type = BODIES[BASE[model]]
@@ -182,19 +148,17 @@ def served(
                 hey(url, path, content_type, key, 4, 1)  # warm-up: first requests load lazily
                 for c in concurrencies:
                     log(f"{stage} {setting}: {model} at concurrency {c}")
-                    before, offset = ts_counters(server, model), bench_breakdown.log_offset(server.log_file)
+                    before, offset = ts_counters(server, model), breakdown.log_offset(server.log_file)
                     point = hey_point(stage, model, setting, url, path, content_type, key, c, seconds)
                     after = ts_counters(server, model)
                     with open(server.log_file, "rb") as f:
                         f.seek(offset)
-                        logged = bench_breakdown.parse(f.read().decode(errors="replace"), model)
+                        logged = breakdown.parse(f.read().decode(errors="replace"), model)
                     n = max(1.0, after["ts_inference_requests_total"] - before["ts_inference_requests_total"])
                     point.queue_ms = (after[COUNTERS[1]] - before[COUNTERS[1]]) / n / 1000
                     point.torchserve_ms = (after[COUNTERS[2]] - before[COUNTERS[2]]) / n / 1000
-                    point.breakdown = bench_breakdown.breakdown(
-                        point.mean_ms, point.torchserve_ms, point.queue_ms, logged
-                    )
-                    rss = max(psutil.Process(pid).memory_info().rss for pid in bench_worst.worker_pids(server, model))
+                    point.breakdown = breakdown.breakdown(point.mean_ms, point.torchserve_ms, point.queue_ms, logged)
+                    rss = max(psutil.Process(pid).memory_info().rss for pid in worst.worker_pids(server, model))
                     point.worker_rss_mib = rss / 2**20
                     points.append(point)
         finally:
@@ -208,7 +172,7 @@ def floor(concurrencies, seconds: float, log) -> list[Point]:
     exported = build.exported_file(spec, ARTIFACTS / "digits", "torchscript")
 
     def store(tmp: Path) -> Path:
-        return bench_baselines.floor_archive(exported, spec.serving, tmp / "store").parent
+        return baselines.floor_archive(exported, spec.serving, tmp / "store").parent
 
     return served("floor", "minimal TorchServe handler", [FLOOR], concurrencies, seconds, log, store=store)
 
@@ -218,8 +182,8 @@ def peer(concurrencies, seconds: float, log) -> list[Point]:
     spec = SPECS["digits"]
     exported = build.exported_file(spec, ARTIFACTS / "digits", "torchscript")
     with tempfile.TemporaryDirectory() as tmp:
-        body = bench_baselines.peer_body(BODIES["digits"][0], Path(tmp) / "body.json")
-        with bench_baselines.peer_server(exported, spec.serving, Path(tmp) / "litserve.log") as url:
+        body = baselines.peer_body(BODIES["digits"][0], Path(tmp) / "body.json")
+        with baselines.peer_server(exported, spec.serving, Path(tmp) / "litserve.log") as url:
             setting = f"LitServe {version('litserve')}"
             hey(url, body, "application/json", "none", 4, 1)  # warm-up
             points = []
@@ -254,7 +218,7 @@ SETTINGS: list[tuple[str, dict]] = [
     ("number_of_netty_threads=1", {"overrides": {"number_of_netty_threads": "1"}}),
     ("netty_client_threads=1", {"overrides": {"netty_client_threads": "1"}}),
     ("job_queue_size=1000", {"overrides": {"job_queue_size": "1000"}}),
-    ("handler metrics off", {"handler": bench_baselines.QUIET_HANDLER}),
+    ("handler metrics off", {"handler": baselines.QUIET_HANDLER}),
     ("maxBatchDelay 0 (management API)", {"register": {"batch_size": 8, "max_batch_delay": 0, "initial_workers": 2}}),
 ]
 
@@ -263,7 +227,7 @@ def settings(concurrencies, seconds: float, log) -> list[Point]:
     points = []
     for name, knobs in SETTINGS:
         with tempfile.TemporaryDirectory() as tmp:
-            config = bench_baselines.config_variant(knobs.get("overrides", {}), Path(tmp) / "config.properties")
+            config = baselines.config_variant(knobs.get("overrides", {}), Path(tmp) / "config.properties")
             handler = knobs.get("handler", archive.HANDLER)
             points += served("settings", name, ["digits"], concurrencies, seconds, log, config=config,
                              store=lambda t, h=handler: variant_store(t, None, h), log_variant=knobs.get("log_variant"),
@@ -271,22 +235,22 @@ def settings(concurrencies, seconds: float, log) -> list[Point]:
     return points
 
 
-def worst_case_costs(repeats: int) -> list[bench_worst.Cost]:
+def worst_case_costs(repeats: int) -> list[worst.Cost]:
     """The shipped TorchScript archives on their own server, one worst-case body at a time."""
     with tempfile.TemporaryDirectory() as tmp:
         ports = {k: serve.free_port() for k in serve.PORT_KEYS}
         models = [f"{name}.mar" for name in SPECS]
         server = serve.start(models, run_dir=Path(tmp) / "run", model_store=MODEL_STORE, ports=ports)
         try:
-            return bench_worst.measure(server, repeats)
+            return worst.measure(server, repeats)
         finally:
             serve.stop(Path(tmp) / "run")
 
 
-def heavy_beside_light(seconds: float, log) -> list[bench_fairness.HeavyBesideLight]:
+def heavy_beside_light(seconds: float, log) -> list[fairness.HeavyBesideLight]:
     """Per kind, the shipped TorchScript archive: its largest accepted request from eight
-    clients beside its example request every 0.2 s (tsforge/bench_fairness.py)."""
-    from tsforge import worst_cases as w
+    clients beside its example request every 0.2 s (bench/fairness.py)."""
+    from bench import worst_cases as w
 
     heavy = {
         "digits": (w.json_v2_at_limit(), "application/json", "v2 [64, 28, 28]: max_rows images"),
@@ -303,9 +267,9 @@ def heavy_beside_light(seconds: float, log) -> list[bench_fairness.HeavyBesideLi
         try:
             for model, (data, content_type, what) in heavy.items():
                 log(f"heavy beside light: {model}")
-                light = bench_fairness.Body(BODIES[model][0].read_bytes(), BODIES[model][1])
-                body = bench_fairness.Body(data, content_type)
-                results.append(bench_fairness.measure(server, model, body, light, what, seconds))
+                light = fairness.Body(BODIES[model][0].read_bytes(), BODIES[model][1])
+                body = fairness.Body(data, content_type)
+                results.append(fairness.measure(server, model, body, light, what, seconds))
         finally:
             serve.stop(Path(tmp) / "run")
     return results
@@ -317,8 +281,6 @@ def ensure_tools() -> None:
 
 
 def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Path:
-    from tsforge import bench_preprocess, bench_report  # the report imports this module
-
     ensure_tools()
     seconds = 1.0 if quick else 10.0
     started = time.time()
@@ -342,12 +304,12 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
         "defaults", "TorchServe defaults", list(SPECS), CONCURRENCY, seconds, log, serving=TORCHSERVE_DEFAULTS
     )
     log("in-process digits preprocessing, before and after")
-    preprocess = bench_preprocess.measure(seconds)
+    preprocess_figures = preprocess.measure(seconds)
     log("worst case of each input class, through a served worker")
     costs = worst_case_costs(repeats=1 if quick else 3)
-    fairness = heavy_beside_light(max(seconds, 5.0), log)
+    heavy_light = heavy_beside_light(max(seconds, 5.0), log)
     log("each model's worst forward pass within its budget, in process")
-    budgets = bench_budgets.measure(ARTIFACTS)
+    budget_costs = budgets.measure(ARTIFACTS)
     if not quick:
         points += settings((1, 32), seconds, log)
         for workers, threads, batch, delay in SWEEP:
@@ -360,24 +322,24 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
         json.dumps(
             {
                 "date": time.strftime("%Y-%m-%d"),
-                "machine": bench_report.machine(),
+                "machine": report.machine(),
                 "quick": quick,
                 "seconds_per_point": seconds,
                 "points": [asdict(p) for p in points],
                 "worst_cases": [asdict(c) for c in costs],
-                "preprocess": preprocess,
-                "heavy_beside_light": [asdict(r) for r in fairness],
-                "budgets": [asdict(b) for b in budgets],
+                "preprocess": preprocess_figures,
+                "heavy_beside_light": [asdict(r) for r in heavy_light],
+                "budgets": [asdict(b) for b in budget_costs],
             },
             indent=2,
         )
     )
-    bench_report.write_report(points, out, quick, seconds, costs, preprocess, fairness, budgets)
+    report.write_report(points, out, quick, seconds, costs, preprocess_figures, heavy_light, budget_costs)
     log(f"report: {out / 'report.md'}")
     failed = [p for p in points if p.errors]
     if failed:
         raise SystemExit(f"{len(failed)} served points had errors (see {out / 'report.md'}): the run fails")
-    unfair = [r.model for r in fairness if r.errors or any(s >= 500 for s in (*r.heavy_statuses, *r.light_statuses))]
+    unfair = [r.model for r in heavy_light if r.errors or any(s >= 500 for s in (*r.heavy_statuses, *r.light_statuses))]
     if unfair:
         raise SystemExit(f"heavy beside light failed requests for {', '.join(unfair)}: the run fails")
     wrong = [c.case for c in costs if c.status != c.expected]

@@ -1,6 +1,6 @@
 """What each model's budgets cost: one forward pass at max_pass_cost, in process, one thread.
 
-The limits table of the README is generated from these figures (tsforge/bench_publish.py),
+The limits table of the README is generated from these figures (bench/publish.py),
 beside the budgets each model declares, so a budget and the measurement behind it are read
 from the same run; `ServingConfig.timeout_s` shows the responseTimeout they give.
 """
