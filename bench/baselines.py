@@ -25,8 +25,8 @@ import requests
 import yaml
 
 from training.specs import ServingConfig
-from tsforge import serve
 from tsforge.paths import CONFIG, LOG_CONFIG, ROOT
+from tsforge.server import torchserve
 
 FLOOR = "digits-floor"
 FLOOR_HANDLER = ROOT / "bench" / "floor_handler.py"
@@ -45,7 +45,7 @@ def floor_archive(exported: Path, serving: ServingConfig, store: Path) -> Path:
     cmd = [str(Path(sys.executable).with_name("torch-model-archiver")), "--model-name", FLOOR, "--version", "1.0",
            "--serialized-file", str(exported), "--handler", str(FLOOR_HANDLER), "--config-file", str(config),
            "--export-path", str(store), "--force"]  # fmt: skip
-    # The archiver scratches in $TMPDIR/<model name>: a private one, as tsforge.archive does.
+    # The archiver scratches in $TMPDIR/<model name>: a private one, as tsforge.packaging.archive does.
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TMPDIR": str(stage)})
     if proc.returncode != 0:
         raise RuntimeError(f"torch-model-archiver failed for {FLOOR}:\n{proc.stderr or proc.stdout}")
@@ -61,7 +61,7 @@ def peer_body(png: Path, out: Path) -> Path:
 @contextlib.contextmanager
 def peer_server(exported: Path, serving: ServingConfig, log_file: Path, timeout: float = 120.0) -> Iterator[str]:
     """LitServe on a free loopback port; yields its /predict URL and always stops it."""
-    port = serve.free_port()
+    port = torchserve.free_port()
     cmd = [sys.executable, "-m", "bench.peer", "--model", str(exported), "--port", str(port),
            "--workers", str(serving.workers), "--batch", str(serving.batch_size),
            "--timeout-ms", str(max(serving.max_batch_delay_ms, 1))]  # fmt: skip
@@ -71,7 +71,9 @@ def peer_server(exported: Path, serving: ServingConfig, log_file: Path, timeout:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"LitServe exited with {proc.returncode}; see {log_file}:\n{serve.tail(log_file)}")
+                raise RuntimeError(
+                    f"LitServe exited with {proc.returncode}; see {log_file}:\n{torchserve.tail(log_file)}"
+                )
             try:
                 if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
                     break
@@ -111,7 +113,7 @@ LOG_VARIANTS = {
 
 @contextlib.contextmanager
 def log_config(variant: str | None, out: Path) -> Iterator[None]:
-    """Start TorchServe with a logging variant: tsforge.serve takes its log config from the
+    """Start TorchServe with a logging variant: tsforge.server.torchserve takes its log config from the
     module (no parameter), so it is swapped for the duration of the start only."""
     if variant is None:
         yield
@@ -121,14 +123,14 @@ def log_config(variant: str | None, out: Path) -> Iterator[None]:
     if old not in text:
         raise RuntimeError(f"{LOG_CONFIG} has no {old!r}: the {variant!r} variant needs updating")
     out.write_text(text.replace(old, new))
-    saved, serve.LOG_CONFIG = serve.LOG_CONFIG, out
+    saved, torchserve.LOG_CONFIG = torchserve.LOG_CONFIG, out
     try:
         yield
     finally:
-        serve.LOG_CONFIG = saved
+        torchserve.LOG_CONFIG = saved
 
 
-def register(server: serve.Server, archive: str, **params: int) -> None:
+def register(server: torchserve.Server, archive: str, **params: int) -> None:
     """Register `archive` over the management API with explicit settings (batch_size,
     max_batch_delay, initial_workers): the one road on which a 0 ms delay stays 0."""
     r = requests.post(f"{server.management_url}/models", headers=server.headers("management"), timeout=300,

@@ -16,9 +16,9 @@ import torch
 
 from handlers import runtime as runtimes
 from handlers.codec import Limits
+from models.registry import SPECS
 from training.export import FORMATS
-from training.registry import SPECS
-from tsforge import build
+from tsforge.packaging import build
 from tsforge.paths import ARTIFACTS
 
 REPEATS = 5

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import requests
 
-from tsforge import serve
+from tsforge.server import torchserve
 
 HEAVY_CLIENTS = 8
 LIGHT_EVERY_S = 0.2
@@ -38,7 +38,7 @@ class HeavyBesideLight:
     errors: list[str] = field(default_factory=list)  # timeouts and refused connections
 
 
-def _post(server: serve.Server, model: str, body: Body) -> requests.Response:
+def _post(server: torchserve.Server, model: str, body: Body) -> requests.Response:
     headers = {**server.headers(), "Content-Type": body.content_type}
     return requests.post(f"{server.inference_url}/predictions/{model}", data=body.data, headers=headers, timeout=60)
 
@@ -54,7 +54,9 @@ def _light_loop(server, model, light: Body, stop: float, latencies: list, status
         time.sleep(LIGHT_EVERY_S)
 
 
-def measure(server: serve.Server, model: str, heavy: Body, light: Body, what: str, seconds: float) -> HeavyBesideLight:
+def measure(
+    server: torchserve.Server, model: str, heavy: Body, light: Body, what: str, seconds: float
+) -> HeavyBesideLight:
     """The light request alone for `seconds`, then beside HEAVY_CLIENTS heavy ones as long."""
     alone: list[float] = []
     errors: list[str] = []

@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 
 from handlers import image_codec
 from handlers.codec import Limits, RequestError, check_size
-from training.registry import SPECS
+from models.registry import SPECS
 from tsforge.paths import EXAMPLES
 
 BATCH = 8  # the shipped digits batch size

@@ -18,8 +18,8 @@ from bench import budgets, fairness, sections, worst  # noqa: E402
 from bench.baselines import FLOOR  # noqa: E402
 from bench.points import TORCHSERVE_DEFAULTS, Point  # noqa: E402
 from bench.worst import Cost  # noqa: E402
+from models.registry import SPECS  # noqa: E402
 from training.export import FORMATS  # noqa: E402
-from training.registry import SPECS  # noqa: E402
 
 
 def _pick(points: list[Point], **where) -> list[Point]:

@@ -29,11 +29,12 @@ import yaml
 from bench import baselines, breakdown, budgets, fairness, preprocess, report, worst
 from bench.baselines import FLOOR
 from bench.points import CONCURRENCY, TORCHSERVE_DEFAULTS, Point
-from training.registry import SPECS
+from models.registry import SPECS
 from training.specs import ServingConfig
-from tsforge import archive, build, serve
-from tsforge.client import CONTENT_TYPES
+from tsforge.packaging import archive, build
 from tsforge.paths import ARTIFACTS, CONFIG, EXAMPLES, MODEL_STORE, ROOT
+from tsforge.server import torchserve
+from tsforge.server.client import CONTENT_TYPES
 
 # Each model's request body is its declared example (examples/<file>).
 BODIES = {
@@ -133,11 +134,11 @@ def served(
     points = []
     with tempfile.TemporaryDirectory() as tmp:
         store_dir = store(Path(tmp)) if store else variant_store(Path(tmp), serving)
-        ports = {k: serve.free_port() for k in serve.PORT_KEYS}
+        ports = {k: torchserve.free_port() for k in torchserve.PORT_KEYS}
         run_dir = Path(tmp) / "run"
         startup = [] if registrations else [f"{m}.mar" for m in models]
         with baselines.log_config(log_variant, Path(tmp) / "log4j2.xml"):
-            server = serve.start(startup, run_dir=run_dir, model_store=store_dir, base_config=config, ports=ports)
+            server = torchserve.start(startup, run_dir=run_dir, model_store=store_dir, base_config=config, ports=ports)
         try:
             for archive_name, params in (registrations or {}).items():
                 baselines.register(server, archive_name, **params)
@@ -162,7 +163,7 @@ def served(
                     point.worker_rss_mib = rss / 2**20
                     points.append(point)
         finally:
-            serve.stop(run_dir)
+            torchserve.stop(run_dir)
     return points
 
 
@@ -196,7 +197,7 @@ def peer(concurrencies, seconds: float, log) -> list[Point]:
 COUNTERS = ("ts_inference_requests_total", "ts_queue_latency_microseconds", "ts_inference_latency_microseconds")
 
 
-def ts_counters(server: serve.Server, model: str) -> dict[str, float]:
+def ts_counters(server: torchserve.Server, model: str) -> dict[str, float]:
     """TorchServe's own per-model counters from the Prometheus endpoint, summed over labels."""
     import requests
 
@@ -238,13 +239,13 @@ def settings(concurrencies, seconds: float, log) -> list[Point]:
 def worst_case_costs(repeats: int) -> list[worst.Cost]:
     """The shipped TorchScript archives on their own server, one worst-case body at a time."""
     with tempfile.TemporaryDirectory() as tmp:
-        ports = {k: serve.free_port() for k in serve.PORT_KEYS}
+        ports = {k: torchserve.free_port() for k in torchserve.PORT_KEYS}
         models = [f"{name}.mar" for name in SPECS]
-        server = serve.start(models, run_dir=Path(tmp) / "run", model_store=MODEL_STORE, ports=ports)
+        server = torchserve.start(models, run_dir=Path(tmp) / "run", model_store=MODEL_STORE, ports=ports)
         try:
             return worst.measure(server, repeats)
         finally:
-            serve.stop(Path(tmp) / "run")
+            torchserve.stop(Path(tmp) / "run")
 
 
 def heavy_beside_light(seconds: float, log) -> list[fairness.HeavyBesideLight]:
@@ -260,8 +261,8 @@ def heavy_beside_light(seconds: float, log) -> list[fairness.HeavyBesideLight]:
     }  # fmt: skip
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        ports = {k: serve.free_port() for k in serve.PORT_KEYS}
-        server = serve.start(
+        ports = {k: torchserve.free_port() for k in torchserve.PORT_KEYS}
+        server = torchserve.start(
             [f"{m}.mar" for m in heavy], run_dir=Path(tmp) / "run", model_store=MODEL_STORE, ports=ports
         )
         try:
@@ -271,7 +272,7 @@ def heavy_beside_light(seconds: float, log) -> list[fairness.HeavyBesideLight]:
                 body = fairness.Body(data, content_type)
                 results.append(fairness.measure(server, model, body, light, what, seconds))
         finally:
-            serve.stop(Path(tmp) / "run")
+            torchserve.stop(Path(tmp) / "run")
     return results
 
 

@@ -9,8 +9,8 @@ from dataclasses import asdict
 from bench import breakdown
 from bench.baselines import FLOOR
 from bench.points import CONCURRENCY, Point
+from models.registry import SPECS
 from training.export import FORMATS
-from training.registry import SPECS
 
 # TorchServe 0.12.0's frontend (pytorch/serve tag v0.12.0), read for the maxBatchDelay section.
 SRC = "frontend/server/src/main/java/org/pytorch/serve"

@@ -15,7 +15,7 @@ import psutil
 import requests
 
 from bench.worst_cases import worst_cases
-from tsforge import serve
+from tsforge.server import torchserve
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Cost:
     peak_rss_mib: float  # growth of the largest worker's peak resident memory
 
 
-def worker_pids(server: serve.Server, model: str) -> list[int]:
+def worker_pids(server: torchserve.Server, model: str) -> list[int]:
     r = requests.get(f"{server.management_url}/models/{model}", headers=server.headers("management"), timeout=10)
     return [w["pid"] for d in r.json() for w in d["workers"] if w.get("pid")]
 
@@ -51,7 +51,7 @@ def _kib(pid: int, field: str) -> int:
     return 0
 
 
-def measure(server: serve.Server, repeats: int = 3) -> list[Cost]:
+def measure(server: torchserve.Server, repeats: int = 3) -> list[Cost]:
     """Every worst case, `repeats` times each, one after the other (nothing else in flight)."""
     costs = []
     for case in worst_cases():

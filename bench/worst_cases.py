@@ -279,7 +279,7 @@ def text_request(texts: int, size: int = 16 * 1024 - 16) -> bytes:
 def text_rows_at_budget() -> int:
     """How many max_tokens texts one minilm request may carry: its pass budget, or max_rows."""
     from handlers.codec import Limits
-    from training.registry import SPECS
+    from models.registry import SPECS
 
     limits = Limits.from_mapping(dict(SPECS["minilm"].serving.limits))
     return min(limits.max_rows, limits.max_pass_cost // SPECS["minilm"].contract.max_tokens)

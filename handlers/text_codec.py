@@ -8,7 +8,6 @@ padded to its own longest text; `collate` pads a batch to its longest, never to 
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from handlers import oip
 from handlers.codec import Decoded, Limits, Payload, RequestError, check_media_type, check_size
 from handlers.contracts import TextContract
+from handlers.tokens import pack, tokenizer
 
 ACCEPTED_MEDIA = ("text/plain", "application/json")
 # A transformer's work grows with every row padded to the longest in its pass.
@@ -23,32 +23,6 @@ COST_UNIT = "padded tokens"
 USAGE = (
     'Send a text/plain body, {"text": "..."}, {"texts": ["...", ...]}, or an Open Inference Protocol BYTES tensor [k].'
 )
-
-
-@cache
-def tokenizer(path: str, max_tokens: int):
-    """The contract's tokenizer, loaded once per worker: truncating, never padding."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(path)
-    tok.enable_truncation(max_length=max_tokens)
-    tok.no_padding()
-    return tok
-
-
-def pack(encodings: list, length: int | None = None) -> np.ndarray:
-    """Token ids and attention masks as (k, 2, L) int64, zero-padded to the longest (or `length`)."""
-    longest = length or max(len(e.ids) for e in encodings)
-    rows = np.zeros((len(encodings), 2, longest), np.int64)
-    for i, e in enumerate(encodings):
-        rows[i, 0, : len(e.ids)] = e.ids
-        rows[i, 1, : len(e.ids)] = e.attention_mask
-    return rows
-
-
-def trim_padding(rows):
-    """Rows (NumPy or torch) cut to the longest sequence among them: padding past it is idle."""
-    return rows[..., : max(1, int(rows[:, 1].sum(-1).max()))]
 
 
 def collate(rows: list[np.ndarray]) -> np.ndarray:

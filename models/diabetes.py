@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from sklearn.datasets import load_diabetes
 from torch import nn
 from torch.nn import functional as F
 
@@ -64,8 +63,17 @@ class DiabetesRegressor(nn.Module):
         return self.forward_scaled(x) * self.target_std + self.target_mean
 
 
+# The contract, in load_diabetes' column order; `splits` checks the dataset still has them.
+FEATURES = ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
+
+
 def splits(seed: int) -> Splits:
-    x, y = load_diabetes(return_X_y=True, scaled=False)
+    from sklearn.datasets import load_diabetes  # only when training: the registry imports every model
+
+    data = load_diabetes(scaled=False)
+    if tuple(data.feature_names) != FEATURES:
+        raise ValueError("scikit-learn's load_diabetes no longer has the columns the contract declares")
+    x, y = data.data, data.target
     return split_arrays(x, y, seed, stratify=False, y_dtype=torch.float32)
 
 
@@ -76,7 +84,7 @@ def scaled_loss(model: DiabetesRegressor, x: torch.Tensor, y: torch.Tensor) -> t
 
 SPEC = ModelSpec(
     name="diabetes",
-    contract=TabularContract(features=tuple(load_diabetes().feature_names)),
+    contract=TabularContract(features=FEATURES),
     model_config=DiabetesConfig,
     build=DiabetesRegressor,
     splits=splits,

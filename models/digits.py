@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 from torch.nn import functional as F
 
@@ -70,6 +69,8 @@ class DigitsCNN(nn.Module):
 
 def splits(seed: int) -> Splits:
     """load_digits' 8x8 images (0..16), framed as 1x28x28 MNIST-style pixels in [0, 1]."""
+    from sklearn.datasets import load_digits  # only when training: the registry imports every model
+
     data = load_digits()
     images = np.stack([to_model_pixels(img / 16.0) for img in data.images])[:, None]
     return split_arrays(images, data.target, seed, stratify=True, y_dtype=torch.long)

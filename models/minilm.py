@@ -24,7 +24,7 @@ import torchmetrics
 from transformers import BertConfig, BertModel
 
 from handlers.contracts import TextContract
-from handlers.text_codec import pack, tokenizer, trim_padding
+from handlers.tokens import pack, tokenizer, trim_padding
 from training.data import Split, Splits
 from training.specs import ExportSettings, Gate, ModelSpec, ServingConfig
 from training.weights import WeightsError

@@ -11,14 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from sklearn.datasets import load_wine
 from torch import nn
 
 from handlers.contracts import TabularContract
 from training.data import Splits, split_arrays
 from training.specs import Gate, ModelSpec, ServingConfig, TrainConfig
 
-_DATA = load_wine()
+# The contract, in load_wine's column order: clients name these. `splits` checks the dataset
+# still has them, so the declaration cannot drift from the data (read only when training).
+FEATURES = (
+    "alcohol", "malic_acid", "ash", "alcalinity_of_ash", "magnesium", "total_phenols", "flavanoids",
+    "nonflavanoid_phenols", "proanthocyanins", "color_intensity", "hue", "od280/od315_of_diluted_wines", "proline",
+)  # fmt: skip
+CLASSES = ("class_0", "class_1", "class_2")
 
 
 @dataclass
@@ -46,7 +51,12 @@ class WineClassifier(nn.Module):
 
 
 def splits(seed: int) -> Splits:
-    return split_arrays(_DATA.data, _DATA.target, seed, stratify=True, y_dtype=torch.long)
+    from sklearn.datasets import load_wine  # only when training: the registry imports every model
+
+    data = load_wine()
+    if tuple(data.feature_names) != FEATURES or tuple(map(str, data.target_names)) != CLASSES:
+        raise ValueError("scikit-learn's load_wine no longer has the columns and classes the contract declares")
+    return split_arrays(data.data, data.target, seed, stratify=True, y_dtype=torch.long)
 
 
 def fit_scaling(model: WineClassifier, train) -> None:
@@ -56,7 +66,7 @@ def fit_scaling(model: WineClassifier, train) -> None:
 
 SPEC = ModelSpec(
     name="wine",
-    contract=TabularContract(features=tuple(_DATA.feature_names), labels=tuple(map(str, _DATA.target_names))),
+    contract=TabularContract(features=FEATURES, labels=CLASSES),
     model_config=WineConfig,
     build=WineClassifier,
     splits=splits,

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.registry import SPECS
-from tsforge import build, serve
-from tsforge.client import CONTENT_TYPES
+from models.registry import SPECS
+from tsforge.packaging import build
 from tsforge.paths import EXAMPLES
+from tsforge.server import torchserve
+from tsforge.server.client import CONTENT_TYPES
 
 
 @dataclass
@@ -90,13 +91,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 
 
 @contextlib.contextmanager
-def running_torchserve(store: Path, run_dir: Path, models: list[str] | None = None) -> Iterator[serve.Server]:
+def running_torchserve(store: Path, run_dir: Path, models: list[str] | None = None) -> Iterator[torchserve.Server]:
     """A real TorchServe on free loopback ports in `run_dir`; always stopped on exit."""
-    ports = {key: serve.free_port() for key in serve.PORT_KEYS}
+    ports = {key: torchserve.free_port() for key in torchserve.PORT_KEYS}
     try:
-        yield serve.start(models or [], run_dir=run_dir, model_store=store, ports=ports)
+        yield torchserve.start(models or [], run_dir=run_dir, model_store=store, ports=ports)
     finally:
-        serve.stop(run_dir)
+        torchserve.stop(run_dir)
 
 
 @pytest.fixture(scope="session")

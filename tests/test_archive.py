@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from handlers import contracts
+from models.registry import SPECS
 from tests.conftest import SERVED_PAIRS
 from training.export import FORMATS
-from training.registry import SPECS
-from tsforge import archive
+from tsforge.packaging import archive
 
 DIABETES = SPECS["diabetes"]
 KINDS = {spec.contract.kind for spec in SPECS.values()} | set(contracts.CONTRACTS)
@@ -92,7 +92,7 @@ def test_a_failed_archiver_run_leaves_no_partial_archive(built, tmp_path, monkey
 
 @pytest.mark.parametrize("runtime", ["torchscript", "onnx"])
 def test_build_skips_an_archive_that_is_up_to_date(built, runtime):
-    from tsforge import build
+    from tsforge.packaging import build
 
     target = built.archive(FORMATS[runtime].served_name("diabetes"))
     before = target.stat().st_mtime_ns

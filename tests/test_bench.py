@@ -7,8 +7,8 @@ import pytest
 
 from bench import run
 from bench.worst_cases import worst_cases
-from training.registry import SPECS
-from tsforge import build
+from models.registry import SPECS
+from tsforge.packaging import build
 
 pytestmark = pytest.mark.integration
 

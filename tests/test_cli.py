@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tsforge import client, serve
 from tsforge.paths import CONFIG, EXAMPLES, ROOT
+from tsforge.server import client, torchserve
 
 VERBS = [
     ["predict", "--model", "digits", str(EXAMPLES / "mnist-7.png")],
@@ -30,7 +30,9 @@ VERBS = [
 def stopped(tmp_path_factory):
     """The environment of a checkout whose server is not running, on ports nothing uses."""
     tmp = tmp_path_factory.mktemp("cli")
-    config = serve.render_config(CONFIG, tmp / "cfg", tmp / "store", {k: serve.free_port() for k in serve.PORT_KEYS})
+    config = torchserve.render_config(
+        CONFIG, tmp / "cfg", tmp / "store", {k: torchserve.free_port() for k in torchserve.PORT_KEYS}
+    )
     return {**os.environ, "TSFORGE_CONFIG": str(config), "TSFORGE_RUN_DIR": str(tmp / "run")}
 
 

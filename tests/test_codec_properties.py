@@ -16,8 +16,8 @@ from PIL import Image
 from bench.worst_cases import case_exif_rotated_jpeg, case_white_on_transparent_png
 from handlers import image_codec, tabular_codec, text_codec
 from handlers.codec import Decoded, Limits, Payload, RequestError
+from models.registry import SPECS
 from tests.conftest import row_shape
-from training.registry import SPECS
 from tsforge.paths import EXAMPLES
 
 LIMITS = Limits()

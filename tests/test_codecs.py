@@ -12,7 +12,7 @@ from PIL import Image
 
 from handlers import answers, image_codec, tabular_codec
 from handlers.codec import Limits, Payload, RequestError
-from training.registry import SPECS
+from models.registry import SPECS
 from tsforge.paths import EXAMPLES
 
 LIMITS = Limits()

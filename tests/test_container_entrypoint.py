@@ -13,22 +13,22 @@ from pathlib import Path
 import pytest
 import requests
 
-from tsforge import serve
 from tsforge.paths import CONFIG
+from tsforge.server import torchserve
 
 pytestmark = pytest.mark.integration
 
 
 def test_serve_run_is_healthy_on_all_interfaces_and_stops_on_sigterm(built, tmp_path):
-    ports = {key: serve.free_port() for key in serve.PORT_KEYS}
-    config = serve.render_config(CONFIG, tmp_path / "cfg", built.store, ports)
+    ports = {key: torchserve.free_port() for key in torchserve.PORT_KEYS}
+    config = torchserve.render_config(CONFIG, tmp_path / "cfg", built.store, ports)
     env = {
         **os.environ,
         "TSFORGE_CONFIG": str(config),
         "TSFORGE_MODEL_STORE": str(built.store),
         "TSFORGE_RUN_DIR": str(tmp_path / "run"),
         "TSFORGE_BIND_HOST": "0.0.0.0",
-        "TSFORGE_READY_PORT": str(serve.free_port()),
+        "TSFORGE_READY_PORT": str(torchserve.free_port()),
     }
     ready_url = f"http://127.0.0.1:{env['TSFORGE_READY_PORT']}/ready"
     tsforge = str(Path(sys.executable).with_name("tsforge"))
@@ -42,9 +42,9 @@ def test_serve_run_is_healthy_on_all_interfaces_and_stops_on_sigterm(built, tmp_
             assert proc.poll() is None, (tmp_path / "serve-run.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "not healthy after 180 s"
             time.sleep(1)
-        rendered = serve.read_properties(tmp_path / "run" / "config.properties")
+        rendered = torchserve.read_properties(tmp_path / "run" / "config.properties")
         assert rendered["inference_address"] == f"http://0.0.0.0:{ports['inference_address']}"
-        server = serve.server_for(tmp_path / "run")
+        server = torchserve.server_for(tmp_path / "run")
         r = requests.post(
             f"{server.inference_url}/predictions/diabetes",
             json={"features": [50, 1, 25, 90, 180, 100, 50, 4, 4.5, 90]},
@@ -94,6 +94,6 @@ def test_serve_run_is_healthy_on_all_interfaces_and_stops_on_sigterm(built, tmp_
         code = proc.wait(timeout=60)
     output.close()
     assert code == 0 and "drain: quiet after" in (tmp_path / "serve-run.log").read_text()
-    assert not serve.is_running(tmp_path / "run")
+    assert not torchserve.is_running(tmp_path / "run")
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{server.inference_url}/ping", timeout=5)

@@ -22,8 +22,8 @@ from bench import worst_cases as w
 from handlers import image_codec
 from handlers.codec import Limits, Payload, RequestError
 from handlers.digit_transform import to_model_pixels
+from models.registry import SPECS
 from tests.test_codec_properties import images, mutated
-from training.registry import SPECS
 from tsforge.paths import EXAMPLES
 
 LIMITS = Limits()

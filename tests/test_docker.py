@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tsforge.foreground import READY_PORT
 from tsforge.paths import ROOT
-from tsforge.serve import read_properties
+from tsforge.server.foreground import READY_PORT
+from tsforge.server.torchserve import read_properties
 
 DOCKER = ROOT / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"
@@ -119,7 +119,7 @@ def test_every_service_has_bounded_logs_and_a_restart_policy():
 
 
 def test_overrides_set_config_keys_without_a_second_file(tmp_path, monkeypatch):
-    from tsforge.serve import OVERRIDES_ENV, ServeError, render_config
+    from tsforge.server.torchserve import OVERRIDES_ENV, ServeError, render_config
 
     monkeypatch.setenv(OVERRIDES_ENV, "token_expiration_min=1; disable_token_authorization=true ;job_queue_size=50")
     rendered = read_properties(render_config(ROOT / "config.properties", tmp_path, tmp_path))
@@ -132,7 +132,7 @@ def test_overrides_set_config_keys_without_a_second_file(tmp_path, monkeypatch):
 
 
 def test_the_container_binds_inside_while_the_committed_config_stays_on_loopback(tmp_path):
-    from tsforge.serve import render_config
+    from tsforge.server.torchserve import render_config
 
     committed = read_properties(ROOT / "config.properties")
     assert all("127.0.0.1" in committed[k] for k in committed if k.endswith("_address"))

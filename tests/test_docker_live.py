@@ -21,11 +21,12 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
+from models.registry import SPECS
 from tests.conftest import example
-from training.registry import SPECS
-from tsforge import build, containers
+from tsforge.deploy import containers
+from tsforge.packaging import build
 from tsforge.paths import MODEL_STORE, ROOT
-from tsforge.serve import free_port
+from tsforge.server.torchserve import free_port
 
 pytestmark = pytest.mark.docker
 

@@ -9,7 +9,7 @@ import requests
 
 from bench import fairness
 from handlers.codec import Limits
-from training.registry import SPECS
+from models.registry import SPECS
 
 pytestmark = pytest.mark.integration
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from handlers import runtime
+from models.registry import SPECS
 from training import export
 from training.gates import GateFailed, enforce, parity_gate, quality_gate
-from training.registry import SPECS
 from training.specs import Gate
 from training.train import train
-from tsforge import build
+from tsforge.packaging import build
 
 DIABETES = SPECS["diabetes"]
 

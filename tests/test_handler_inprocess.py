@@ -16,9 +16,9 @@ from handlers import runtime as runtimes
 from handlers.base import KEY_FILE_ENV
 from handlers.codec import Payload
 from handlers.handler import Handler
+from models.registry import SPECS
 from tests.conftest import SERVED_PAIRS, example, same_answer, v2_request
 from training.export import FORMATS
-from training.registry import SPECS
 from tsforge.paths import EXAMPLES
 
 RUNTIMES = ["torchscript", "onnx"]  # the formats digits and diabetes declare

@@ -14,11 +14,12 @@ import psutil
 import pytest
 import requests
 
+from models.registry import SPECS
 from tests.conftest import running_torchserve
-from training.registry import SPECS
-from tsforge import archive, build, serve
-from tsforge.client import Client, ServerError, healthy
+from tsforge.packaging import archive, build
 from tsforge.paths import CONFIG, EXAMPLES
+from tsforge.server import torchserve
+from tsforge.server.client import Client, ServerError, healthy
 
 pytestmark = pytest.mark.integration
 DIGIT = EXAMPLES / "mnist-7.png"
@@ -147,7 +148,7 @@ def test_a_wrong_key_the_user_gave_never_renews_the_servers_keys(server):
 
 
 def test_every_listener_binds_loopback_only(server):
-    pid = json.loads((server.run_dir / serve.PID_FILE).read_text())["pid"]
+    pid = json.loads((server.run_dir / torchserve.PID_FILE).read_text())["pid"]
     listening = [
         conn.laddr
         for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
@@ -298,10 +299,10 @@ def test_prometheus_counters_move_with_traffic(server):
 def test_an_expired_key_is_renewed_and_the_call_retried_once(built, tmp_path):
     base = tmp_path / "short-keys.properties"
     base.write_text(CONFIG.read_text().replace("token_expiration_min=60", "token_expiration_min=1"))
-    ports = {key: serve.free_port() for key in serve.PORT_KEYS}
+    ports = {key: torchserve.free_port() for key in torchserve.PORT_KEYS}
     run = tmp_path / "run"
     try:
-        srv = serve.start([], run_dir=run, model_store=built.store, base_config=base, ports=ports)
+        srv = torchserve.start([], run_dir=run, model_store=built.store, base_config=base, ports=ports)
         c = Client(srv)
         old = srv.keys()["inference"]
         assert c.ping()["status"] == "Healthy"
@@ -318,4 +319,4 @@ def test_an_expired_key_is_renewed_and_the_call_retried_once(built, tmp_path):
         with pytest.raises(ServerError, match="InvalidKeyException"):
             Client(srv, keys={"management": "wrong", "API": "also-wrong"}).list()
     finally:
-        serve.stop(run)
+        torchserve.stop(run)

@@ -3,7 +3,7 @@ import torch
 
 from models.diabetes import DiabetesConfig, DiabetesRegressor
 from models.digits import DigitsCNN, DigitsConfig
-from training.registry import SPECS
+from models.registry import SPECS
 
 
 def test_digits_cnn_maps_a_batch_of_28x28_images_to_10_logits():

@@ -1,4 +1,4 @@
-"""The Open Inference Protocol's health and metadata routes (tsforge.oip_status), answered by
+"""The Open Inference Protocol's health and metadata routes (tsforge.server.oip_status), answered by
 the container's readiness port beside a real TorchServe, read by tritonclient itself.
 
 Through the gateway, with infer on the same address, in tests/test_docker_live.py.
@@ -9,16 +9,17 @@ from __future__ import annotations
 import pytest
 import requests
 
-from training.registry import SPECS
-from tsforge import build, foreground, serve
+from models.registry import SPECS
+from tsforge.packaging import build
+from tsforge.server import foreground, torchserve
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def routes(served, built):
-    """The readiness port of tsforge.foreground on a free loopback port, over `served`."""
-    port = serve.free_port()
+    """The readiness port of tsforge.server.foreground on a free loopback port, over `served`."""
+    port = torchserve.free_port()
     httpd = foreground.serve_readiness([served], "127.0.0.1", port, store=built.store)
     try:
         yield f"127.0.0.1:{port}"

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.registry import SPECS, module_file
+from models.registry import SPECS, module_file
 from training.weights import WeightsError
-from tsforge import build
+from tsforge.packaging import build
 from tsforge.paths import EXAMPLES, HANDLERS, ROOT
 
 

@@ -11,11 +11,12 @@ import torch
 from handlers import image_codec
 from handlers.answers import classification
 from handlers.codec import Limits, Payload
+from models.registry import SPECS
 from tests.conftest import example, same_answer, v2_request
 from training.export import FORMATS
-from training.registry import SPECS
-from tsforge import build, client
+from tsforge.packaging import build
 from tsforge.paths import EXAMPLES
+from tsforge.server import client
 
 pytestmark = pytest.mark.integration
 

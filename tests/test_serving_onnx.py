@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import requests
 
+from models.registry import SPECS
 from training.export import FORMATS
-from training.registry import SPECS
 from tsforge.paths import EXAMPLES
 
 DIGITS, DIABETES = SPECS["digits"], SPECS["diabetes"]

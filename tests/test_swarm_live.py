@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from models.registry import SPECS
 from tests.conftest import example
-from training.registry import SPECS
-from tsforge import build, containers
-from tsforge.containers import DOCKER_DIR, docker
-from tsforge.serve import free_port
+from tsforge.deploy import containers
+from tsforge.deploy.containers import DOCKER_DIR, docker
+from tsforge.packaging import build
+from tsforge.server.torchserve import free_port
 
 pytestmark = pytest.mark.docker
 

@@ -9,11 +9,11 @@ import models.minilm as minilm
 from handlers import text_codec
 from handlers.codec import Limits, Payload, RequestError
 from handlers.handler import Handler
+from models.registry import SPECS
 from tests.test_handler_inprocess import load, run
 from training.export import FORMATS
-from training.registry import SPECS
 from training.weights import WeightsError
-from tsforge import build
+from tsforge.packaging import build
 
 SPEC = SPECS["minilm"]
 CONTRACT = SPEC.contract

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import torch
 
-from training.registry import SPECS
+from models.registry import SPECS
 from training.train import CHECKPOINT, CURVES, METRICS, load_checkpoint, train
 
 DIGITS, DIABETES = SPECS["digits"], SPECS["diabetes"]

@@ -21,6 +21,7 @@ from torch import nn
 
 from handlers import runtime as runtimes
 from training.data import Splits
+from training.errors import ExportFailed
 from training.files import write_atomically
 from training.gates import GateResult, cosine_gate, parity_gate, quality_gate
 from training.specs import ExportSettings, ModelSpec
@@ -29,10 +30,6 @@ from training.train import score
 OPTIMISED_SUFFIX = ".opt.onnx"
 INT8_SUFFIX = ".int8.onnx"
 DEFAULT_SETTINGS = ExportSettings()
-
-
-class ExportFailed(RuntimeError):
-    """The exporter could not write or check a model; the message says which and why."""
 
 
 def export_torchscript(

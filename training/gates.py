@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from training.data import Split
+from training.errors import GateFailed
 
 
 @dataclass
@@ -21,14 +22,6 @@ class GateResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class GateFailed(RuntimeError):
-    """Raised by `enforce`; its message names the gate, the measured value and the threshold."""
-
-    def __init__(self, result: GateResult) -> None:
-        super().__init__(f"gate '{result.gate}' failed: {result.detail}")
-        self.result = result
 
 
 def _whole(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:

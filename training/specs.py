@@ -16,11 +16,11 @@ from typing import Any
 import torch
 import torchmetrics
 from torch import nn
-from torch.nn import functional as F
 
 from handlers.codec import Limits
 from handlers.contracts import Contract
 from training.data import Split, Splits
+from training.metrics import classification_loss, classification_metrics, regression_loss, regression_metrics
 
 # Rows per forward pass when a whole split is evaluated (gates, metrics).
 CHUNK = 32
@@ -98,34 +98,6 @@ class Gate:
     higher_is_better: bool = True
 
 
-def _classification_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(model(x), y)
-
-
-def _regression_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(model(x), y)
-
-
-def classification_metrics(num_classes: int) -> torchmetrics.MetricCollection:
-    from torchmetrics import classification as C
-
-    return torchmetrics.MetricCollection(
-        {
-            "accuracy": C.MulticlassAccuracy(num_classes=num_classes, average="micro"),
-            "precision_macro": C.MulticlassPrecision(num_classes=num_classes, average="macro"),
-            "recall_macro": C.MulticlassRecall(num_classes=num_classes, average="macro"),
-            "f1_macro": C.MulticlassF1Score(num_classes=num_classes, average="macro"),
-            "confusion_matrix": C.MulticlassConfusionMatrix(num_classes=num_classes),
-        }
-    )
-
-
-def regression_metrics() -> torchmetrics.MetricCollection:
-    return torchmetrics.MetricCollection(
-        {"mse": torchmetrics.MeanSquaredError(), "mae": torchmetrics.MeanAbsoluteError(), "r2": torchmetrics.R2Score()}
-    )
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """One model, declared in one module. Training settings are None for a model whose
@@ -181,5 +153,5 @@ class ModelSpec:
         return torch.cat([model(self.trim(c) if self.trim else c) for c in chunks])
 
     def compute_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        default = _classification_loss if self.classifier else _regression_loss
+        default = classification_loss if self.classifier else regression_loss
         return (self.loss or default)(model, x, y)

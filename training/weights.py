@@ -14,13 +14,10 @@ from pathlib import Path
 
 import torch
 
+from training.errors import WeightsError
 from training.files import write_json
 from training.specs import ModelSpec
 from training.train import CHECKPOINT, METRICS, evaluate, save_checkpoint
-
-
-class WeightsError(RuntimeError):
-    """The weights file is missing, unreadable or does not fit the network: the message says which."""
 
 
 def weights_digest(path: Path) -> str:

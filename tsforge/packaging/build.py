@@ -20,16 +20,16 @@ from typing import Any
 import torch
 
 from handlers.base import MODEL_CARD
+from models.registry import SPECS, module_file
 from training.export import FORMATS, export, loaded, run_gates
 from training.files import write_json
 from training.gates import GateResult, enforce
-from training.registry import SPECS, module_file
 from training.specs import ModelSpec, TrainConfig
 from training.train import CHECKPOINT, METRICS, load_checkpoint, train
 from training.weights import WeightsError, adopt, weights_digest
-from tsforge import archive
+from tsforge.packaging import archive
+from tsforge.packaging.dependencies import local_imports
 from tsforge.paths import ARTIFACTS, MODEL_STORE, ROOT
-from tsforge.sources import local_imports
 
 GATES = "gates.json"
 BUILD_STAMP = "build.json"
@@ -49,7 +49,7 @@ def train_sources(spec: ModelSpec) -> list[Path]:
 def archive_sources(spec: ModelSpec) -> list[Path]:
     """What an archive depends on beside the checkpoint: export, gates, the handler modules
     it ships and the archive step: a handler edit re-archives without retraining."""
-    road = [ROOT / "training" / "export.py", ROOT / "tsforge" / "archive.py", ROOT / "tsforge" / "build.py"]
+    road = [ROOT / "training" / "export.py", Path(archive.__file__), Path(__file__)]
     return sorted({*local_imports(*road), *archive.handler_files(spec.contract.kind)})
 
 

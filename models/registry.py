@@ -1,7 +1,8 @@
 """Every model, discovered: each module in `models/` that defines `SPEC = ModelSpec(...)`.
 
 Nothing else in the repository names a model: the CLI, the archive, the demo, the benchmark
-and the tests all iterate over `SPECS`.
+and the tests all iterate over `SPECS`. The registry sits above the models it discovers: no
+model, and nothing in training/ or handlers/, imports it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from training.specs import ModelSpec
 def discover() -> dict[str, ModelSpec]:
     found: dict[str, ModelSpec] = {}
     for info in pkgutil.iter_modules(models.__path__):
+        if info.name == __name__.rsplit(".", 1)[-1]:
+            continue  # this module
         spec = getattr(importlib.import_module(f"models.{info.name}"), "SPEC", None)
         if isinstance(spec, ModelSpec):
             if spec.name in found:

@@ -5,7 +5,7 @@ GET /v2, /v2/health/live, /v2/health/ready, /v2/models/{name}[/versions/{v}] and
 .../ready. A frontend plugin cannot add them: TorchServe hands every /v2/... request, infer
 included, to a plugin registered for "v2", and releases the body before the plugin runs
 (pytorch/serve#2595), so infer would break. So each container answers them on its readiness
-port (tsforge.foreground) and the gateway routes those GETs there; infer stays TorchServe's.
+port (tsforge.server.foreground) and the gateway routes those GETs there; infer stays TorchServe's.
 
 What they say comes from TorchServe itself (which models and versions are registered, whether
 a worker is ready: its management API on loopback) and from the archive in the model store
@@ -27,8 +27,8 @@ from typing import Any
 import yaml
 
 from handlers import contracts
-from tsforge.client import Client, ServerError
-from tsforge.serve import ServeError, Server
+from tsforge.server.client import Client, ServerError
+from tsforge.server.torchserve import ServeError, Server
 
 ROUTE = re.compile(
     r"^/v2(?:/health/(?P<health>live|ready)|/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<ready>/ready)?)?/?$"

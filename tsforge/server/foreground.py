@@ -6,7 +6,7 @@ and a gateway keeps sending to a replica until its health check fails. So on SIG
 stop, a scale-down, the old task of a rolling update) this process:
 
 1. writes the drain flag: the readiness port (what the Swarm gateway checks, every second)
-   and the container health check (`tsforge.health`) answer "not ready" from then on;
+   and the container health check (`tsforge.server.health`) answer "not ready" from then on;
 2. waits for the gateway to see it (its check interval x fall count, plus a margin);
 3. waits until TorchServe has neither received nor answered a request for QUIET_S (its
    counters, from the metrics API), at most MAX_DRAIN_S (inside Docker's 30 s grace). While a
@@ -15,7 +15,7 @@ stop, a scale-down, the old task of a rolling update) this process:
 4. stops TorchServe.
 
 The readiness port answers GET /ready with 200 while TorchServe's own /ping does, else 503,
-and the Open Inference Protocol's health and metadata routes (tsforge.oip_status), which the
+and the Open Inference Protocol's health and metadata routes (tsforge.server.oip_status), which the
 gateway sends here.
 """
 
@@ -32,10 +32,10 @@ from pathlib import Path
 
 import requests
 
-from tsforge import oip_status, serve
-from tsforge.client import healthy
 from tsforge.paths import MODEL_STORE, RUN_DIR
-from tsforge.serve import Server
+from tsforge.server import oip_status, torchserve
+from tsforge.server.client import healthy
+from tsforge.server.torchserve import Server
 
 FLAG = "draining"
 READY_PORT = 8083  # TSFORGE_READY_PORT moves it
@@ -130,23 +130,23 @@ def run(models: list[str], host: str | None = None, announce=print, management_h
     signal.signal(signal.SIGINT, lambda *_: stop_requested.append(True))
     # A restarted container finds the previous one's pid files and drain flag in the run
     # volume; their pids mean nothing in this container's fresh pid namespace.
-    for stale in (RUN_DIR / serve.PID_FILE, RUN_DIR / "tmp" / ".model_server.pid", RUN_DIR / FLAG):
+    for stale in (RUN_DIR / torchserve.PID_FILE, RUN_DIR / "tmp" / ".model_server.pid", RUN_DIR / FLAG):
         stale.unlink(missing_ok=True)
     started: list[Server] = []
     readiness = serve_readiness(started, host or "127.0.0.1", int(os.environ.get("TSFORGE_READY_PORT", READY_PORT)))
     try:
-        started.append(serve.start(models, host=host, console=True, management_host=management_host))
+        started.append(torchserve.start(models, host=host, console=True, management_host=management_host))
     except BaseException:
         readiness.shutdown()
         raise
     server = started[0]
     announce(server)
     try:
-        while not stop_requested and serve.is_running():
+        while not stop_requested and torchserve.is_running():
             time.sleep(0.2)
-        if stop_requested and serve.is_running():
+        if stop_requested and torchserve.is_running():
             drain(server)
     finally:
         readiness.shutdown()
-        serve.stop()
+        torchserve.stop()
     return 0 if stop_requested else 1

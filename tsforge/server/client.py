@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from tsforge.serve import ServeError, Server
+from tsforge.server.torchserve import ServeError, Server
 
 # The most workers `models register` / `models scale` will ask for: more only thrashes a
 # machine (each worker holds a model copy and its threads), and TorchServe accepts absurd or

@@ -24,8 +24,8 @@ import yaml
 from handlers import contracts
 from handlers.base import MODEL_CARD
 from training.specs import ModelSpec
+from tsforge.packaging.dependencies import local_imports
 from tsforge.paths import HANDLERS
-from tsforge.sources import local_imports
 
 MODEL_CONFIG = "model-config.yaml"
 HANDLER = HANDLERS / "handler.py"

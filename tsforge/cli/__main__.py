@@ -1,0 +1,5 @@
+import sys
+
+from tsforge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,22 @@
+"""`tsforge bench`: the benchmark, which is not installed (nor in the image): it runs from the
+checkout's bench/."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tsforge.paths import ROOT
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(ROOT))
+    if args.publish:
+        from bench import publish
+
+        print(f"published {publish.publish(Path(args.publish))}; README's generated blocks rewritten")
+        return
+    from bench import run
+
+    run.run(quick=args.quick)
