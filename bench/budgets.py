@@ -7,7 +7,6 @@ from the same run; `ServingConfig.timeout_s` shows the responseTimeout they give
 
 from __future__ import annotations
 
-import importlib
 import time
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ import torch
 
 from handlers import runtime as runtimes
 from handlers.codec import Limits
+from handlers.codecs import codec_for
 from models.registry import SPECS
 from training.export import FORMATS
 from tsforge.packaging import build
@@ -55,7 +55,7 @@ def measure(artifacts=ARTIFACTS) -> list[BudgetCost]:
     costs = []
     for name, spec in SPECS.items():
         limits = Limits.from_mapping(dict(spec.serving.limits))
-        unit = importlib.import_module(f"handlers.{spec.contract.kind}_codec").COST_UNIT
+        unit = codec_for(spec.contract.kind).COST_UNIT
         batch = worst_pass(spec, limits)
         for fmt in spec.formats:
             path = build.exported_file(spec, build.artifacts_dir(spec, artifacts), fmt)

@@ -20,8 +20,8 @@ import time
 import numpy as np
 from PIL import Image, ImageOps
 
-from handlers import image_codec
 from handlers.codec import Limits, RequestError, check_size
+from handlers.codecs import image as image_codec
 from models.registry import SPECS
 from tsforge.paths import EXAMPLES
 

@@ -1,6 +1,7 @@
-"""TorchServe's handler entry point (`handler.py`) and the pure codecs it adapts.
-
-A codec (`image_codec`, `tabular_codec`, one per input kind, over `codec`, `oip`, `answers`)
-never imports `ts`: tests call it directly, and the model logic could move to another server
-unchanged. `contracts` holds what a model declares about its input and output.
+"""TorchServe's handler entry point (`handler.py`, over `base.py`: the batch adapter, with
+`scheduling.py` for budgets and failure isolation, `runtime.py` for TorchScript or ONNX Runtime)
+and what it adapts: one codec per input kind in `codecs/`, over what they share (`codec.py`:
+errors, limits, payloads; `oip.py`: the Open Inference Protocol; `classification.py`; the
+image decoder, the digit framing, the tokenizer). `contracts.py` holds what a model declares
+about its input and output. Only `base.py` imports `ts` (its metrics API, when it records).
 """

@@ -7,7 +7,6 @@ valid ones share one batched forward pass and get their answers in their own pos
 from __future__ import annotations
 
 import hmac
-import importlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from handlers.codec import (
     request_payload,
     undecodable,
 )
+from handlers.codecs import codec_for
 from handlers.scheduling import Job
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class BatchHandler:
         self.limits = Limits.from_mapping(settings.get("limits", {}))
         self.contract = contracts.from_yaml(settings, self.model_dir)
         # Only the declared kind's codec is imported (and only its modules are in the archive).
-        self.codec = importlib.import_module(f"handlers.{self.contract.kind}_codec")
+        self.codec = codec_for(self.contract.kind)
         self.cost_unit = self.codec.COST_UNIT
         # The runtimes' default (one thread per core, per worker) oversubscribes small machines.
         self.threads = int(settings.get("threads", DEFAULT_THREADS))

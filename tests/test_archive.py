@@ -32,12 +32,12 @@ def test_archive_holds_model_handler_package_config_and_card(built, model, runti
             "handlers/codec.py",
             "handlers/runtime.py",
             "handlers/contracts.py",
-            f"handlers/{kind}_codec.py",
+            f"handlers/codecs/{kind}.py",
             "model-config.yaml",
             "model_card.json",
         } <= names
         # Only the code it runs: no other kind's codec.
-        assert not {f"handlers/{other}_codec.py" for other in KINDS - {kind}} & names
+        assert not {f"handlers/codecs/{other}.py" for other in KINDS - {kind}} & names
         assert not any(n.endswith((".pyc", ".onnx" if runtime == "torchscript" else ".pt")) for n in names)
         assert not any("__pycache__" in n for n in names)
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))

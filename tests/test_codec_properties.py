@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from bench.worst_cases import case_exif_rotated_jpeg, case_white_on_transparent_png
-from handlers import image_codec, tabular_codec, text_codec
 from handlers.codec import Decoded, Limits, Payload, RequestError
+from handlers.codecs import image as image_codec
+from handlers.codecs import tabular as tabular_codec
+from handlers.codecs import text as text_codec
 from models.registry import SPECS
 from tests.conftest import row_shape
 from tsforge.paths import EXAMPLES

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handlers import answers, image_codec, tabular_codec
+from handlers import classification
 from handlers.codec import Limits, Payload, RequestError
+from handlers.codecs import image as image_codec
+from handlers.codecs import tabular as tabular_codec
 from models.registry import SPECS
 from tsforge.paths import EXAMPLES
 
@@ -62,7 +64,7 @@ def test_base64_and_pixel_json_inputs_match_the_raw_body():
 
 def test_encode_response_gives_the_top5_probabilities_in_order():
     logits = np.array([0, 1, 5, 2, 0, 0, 0, 3, 0, 4], dtype=np.float32)
-    answer = answers.classification(logits, DIGITS.labels)
+    answer = classification.answer(logits, DIGITS.labels)
     assert answer["label"] == 2
     assert list(answer["probabilities"]) == ["2", "9", "7", "3", "1"]
     assert sum(answer["probabilities"].values()) < 1.0
@@ -253,7 +255,7 @@ def test_a_tabular_classifier_answers_with_its_own_label_names(spec):
     logits = np.zeros((1, len(contract.labels)), np.float32)
     logits[0, -1] = 4.0
     answer = tabular_codec.encode_outputs(logits, decoded, contract, spec.name)
-    assert answer["label"] == answers.label_value(contract.labels[-1])
+    assert answer["label"] == classification.label_value(contract.labels[-1])
     assert list(answer["probabilities"])[0] == contract.labels[-1]
     v2 = {
         "inputs": [
@@ -262,13 +264,13 @@ def test_a_tabular_classifier_answers_with_its_own_label_names(spec):
     }
     decoded = tabular_codec.decode_request(Payload(json.dumps(v2).encode()), contract, LIMITS)
     label = tabular_codec.encode_outputs(logits, decoded, contract, spec.name)["outputs"][1]
-    numeric = all(isinstance(answers.label_value(x), int) for x in contract.labels)
+    numeric = all(isinstance(classification.label_value(x), int) for x in contract.labels)
     assert label["datatype"] == ("INT64" if numeric else "BYTES") and label["data"] == [answer["label"]]
 
 
 def test_labels_that_are_not_numbers_answer_as_names():
-    assert answers.label_value("7") == 7 and answers.label_value("class_0") == "class_0"
-    out = answers.classification_v2(np.array([[0.0, 3.0]], np.float32), ("cat", "dog"))
+    assert classification.label_value("7") == 7 and classification.label_value("class_0") == "class_0"
+    out = classification.v2_outputs(np.array([[0.0, 3.0]], np.float32), ("cat", "dog"))
     assert out[1] == {"name": "label", "shape": [1], "datatype": "BYTES", "data": ["dog"]}
 
 

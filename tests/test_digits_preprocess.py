@@ -19,8 +19,8 @@ from sklearn.datasets import load_digits
 
 from bench import preprocess as bench
 from bench import worst_cases as w
-from handlers import image_codec
 from handlers.codec import Limits, Payload, RequestError
+from handlers.codecs import image as image_codec
 from handlers.digit_transform import to_model_pixels
 from models.registry import SPECS
 from tests.test_codec_properties import images, mutated

@@ -10,11 +10,11 @@ import torch
 import yaml
 from ts.context import Context, RequestProcessor
 
-from handlers import answers as answers_
-from handlers import image_codec
+from handlers import classification
 from handlers import runtime as runtimes
 from handlers.base import KEY_FILE_ENV
 from handlers.codec import Payload
+from handlers.codecs import image as image_codec
 from handlers.handler import Handler
 from models.registry import SPECS
 from tests.conftest import SERVED_PAIRS, example, same_answer, v2_request
@@ -51,7 +51,7 @@ def test_digits_batch_answers_each_image_like_the_model_alone(built, tmp_path, r
     model = runtimes.load(str(built.exported("digits", runtime)), torch.device("cpu"), threads=1)
     for body, answer in zip(bodies, answers, strict=True):
         pixels = image_codec.decode_request(Payload(body), handler.contract, handler.limits).rows
-        alone = answers_.classification(model(pixels)[0], handler.contract.labels)
+        alone = classification.answer(model(pixels)[0], handler.contract.labels)
         assert answer["label"] == alone["label"]
         assert answer["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-6)
     # Real-world check (not a tuning target): most of the ten real MNIST digits are right.
@@ -183,7 +183,7 @@ def test_every_model_answers_its_example_alone_in_a_batch_and_over_the_protocol(
     (alone,), (status,) = run(handler, ctx, [{"body": body}], [headers])
     assert status == 200 and {"label" if spec.classifier else "prediction", "embedding"} & set(alone)
     if spec.classifier:
-        assert alone["label"] in {answers_.label_value(x) for x in spec.contract.labels}
+        assert alone["label"] in {classification.label_value(x) for x in spec.contract.labels}
     batch = [{"body": body}, {"body": b"\xff\xfe not UTF-8, nor an image"}, {"body": body}, {"body": body}]
     answers, statuses = run(handler, ctx, batch, [headers, {"body": {"content-type": media}}, headers, headers])
     assert statuses[0] == statuses[2] == statuses[3] == 200 and 400 <= statuses[1] < 500

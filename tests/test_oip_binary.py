@@ -13,8 +13,9 @@ import orjson
 import pytest
 import tritonclient.http as triton
 
-from handlers import oip, text_codec
+from handlers import oip
 from handlers.codec import BINARY_HEADER, Limits, RequestError, header
+from handlers.codecs import text as text_codec
 
 LIMITS = Limits()
 TEXTS = ["a first text", "héllo wörld ✓", "日本語のテキスト"]

@@ -8,9 +8,9 @@ import pytest
 import requests
 import torch
 
-from handlers import image_codec
-from handlers.answers import classification
+from handlers.classification import answer as classify
 from handlers.codec import Limits, Payload
+from handlers.codecs import image as image_codec
 from models.registry import SPECS
 from tests.conftest import example, same_answer, v2_request
 from training.export import FORMATS
@@ -59,7 +59,7 @@ def test_digit_predictions_over_http_equal_the_model_in_process(served, built):
         path = EXAMPLES / f"mnist-{i}.png"
         answer = client.Client(served).predict_file("digits", path)
         pixels = image_codec.decode_request(Payload(path.read_bytes()), contract, Limits()).rows
-        expected = classification(model(torch.from_numpy(pixels)).detach().numpy()[0], contract.labels)
+        expected = classify(model(torch.from_numpy(pixels)).detach().numpy()[0], contract.labels)
         assert answer["label"] == expected["label"]
         assert answer["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
 

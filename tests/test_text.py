@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import models.minilm as minilm
-from handlers import text_codec
 from handlers.codec import Limits, Payload, RequestError
+from handlers.codecs import text as text_codec
 from handlers.handler import Handler
 from models.registry import SPECS
 from tests.test_handler_inprocess import load, run

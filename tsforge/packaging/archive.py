@@ -23,6 +23,7 @@ import yaml
 
 from handlers import contracts
 from handlers.base import MODEL_CARD
+from handlers.codecs import codec_file
 from training.specs import ModelSpec
 from tsforge.packaging.dependencies import local_imports
 from tsforge.paths import HANDLERS
@@ -51,7 +52,7 @@ def model_config_yaml(spec: ModelSpec) -> dict[str, Any]:
 def handler_files(kind: str, entry: Path = HANDLER) -> list[Path]:
     """The handler modules an archive of `kind` runs: the entry point, the kind's codec, and
     what they import. The kind's codec is imported by name at run time, so it is named here."""
-    return local_imports(entry, HANDLERS / f"{kind}_codec.py")
+    return local_imports(entry, codec_file(kind))
 
 
 def _stage(spec: ModelSpec, card: dict[str, Any], stage: Path, entry: Path) -> Path:
@@ -59,8 +60,10 @@ def _stage(spec: ModelSpec, card: dict[str, Any], stage: Path, entry: Path) -> P
     extra = stage / "extra"
     (extra / "handlers").mkdir(parents=True)
     for path in [HANDLERS / "__init__.py", *handler_files(spec.contract.kind, entry)]:
-        if path.parent == HANDLERS:
-            shutil.copy(path, extra / "handlers" / path.name)
+        if path.is_relative_to(HANDLERS):  # the entry point itself goes in as --handler
+            target = extra / "handlers" / path.relative_to(HANDLERS)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
     for field in contracts.FILE_FIELDS:  # files the contract names (a tokenizer) sit beside the model
         if hasattr(spec.contract, field):
             shutil.copy(getattr(spec.contract, field), extra / Path(getattr(spec.contract, field)).name)

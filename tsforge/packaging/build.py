@@ -9,7 +9,6 @@ archive (digits.mar, digits-onnx.mar).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import time
 from dataclasses import asdict
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from handlers.base import MODEL_CARD
+from handlers.codecs import codec_for
 from models.registry import SPECS, module_file
 from training.export import FORMATS, export, loaded, run_gates
 from training.files import write_json
@@ -113,7 +113,7 @@ def model_card(spec: ModelSpec, out_dir: Path, version: str, runtime: str, gates
         "metrics": {"validation": metrics["val"], "test": metrics["test"]},
         "gates": [g.to_dict() for g in gates],
         "serving": {**asdict(spec.serving), "response_timeout_s": spec.serving.timeout_s},
-        "schema": importlib.import_module(f"handlers.{spec.contract.kind}_codec").schema(spec.contract),
+        "schema": codec_for(spec.contract.kind).schema(spec.contract),
     }
 
 

@@ -32,7 +32,9 @@ def local_imports(*roots: Path) -> list[Path]:
         seen.add(path)
         for node in ast.walk(ast.parse(path.read_text())):
             for name in _imported(node):
-                candidate = ROOT / (name.replace(".", "/") + ".py")
-                if candidate.exists():
-                    todo.append(candidate.resolve())
+                base = ROOT / name.replace(".", "/")
+                # a module, or a package (its __init__ runs on import, so it ships too)
+                for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                    if candidate.exists():
+                        todo.append(candidate.resolve())
     return sorted(seen)

@@ -15,7 +15,6 @@ a worker is ready: its management API on loopback) and from the archive in the m
 from __future__ import annotations
 
 import hmac
-import importlib
 import json
 import re
 import zipfile
@@ -27,6 +26,7 @@ from typing import Any
 import yaml
 
 from handlers import contracts
+from handlers.codecs import codec_for
 from tsforge.server.client import Client, ServerError
 from tsforge.server.torchserve import ServeError, Server
 
@@ -127,7 +127,7 @@ def _metadata(path: Path, size: int, mtime_ns: int) -> dict[str, Any]:
         manifest = json.loads(_read(mar, MANIFEST))["model"]
         settings = yaml.safe_load(_read(mar, manifest["configFile"]))["handler"]
     contract = contracts.from_yaml(settings)
-    tensors = importlib.import_module(f"handlers.{contract.kind}_codec").oip_metadata(contract)
+    tensors = codec_for(contract.kind).oip_metadata(contract)
     serialized = str(manifest["serializedFile"])
     platform = PLATFORMS.get(Path(serialized).suffix, TORCHSCRIPT_PLATFORM)
     return {"platform": platform, **tensors}

@@ -1,4 +1,6 @@
-"""Answers shared by the kinds: a classification's label and top-k, a regression's value."""
+"""A classifier's answers, shared by the kinds that classify: the label and top-k as JSON, the
+probabilities and label as Open Inference Protocol tensors, and what the describe call and the
+protocol's metadata say about them."""
 
 from __future__ import annotations
 
@@ -22,14 +24,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def classification(logits: np.ndarray, labels: tuple[str, ...], top_k: int = TOP_K) -> dict[str, Any]:
+def answer(logits: np.ndarray, labels: tuple[str, ...], top_k: int = TOP_K) -> dict[str, Any]:
     """Logits for one input -> {"label": ..., "probabilities": {label: p}} (top k, descending)."""
     probs = softmax(logits)
     order = np.argsort(-probs)[:top_k]
     return {"label": label_value(labels[order[0]]), "probabilities": {labels[i]: float(probs[i]) for i in order}}
 
 
-def classification_v2(logits: np.ndarray, labels: tuple[str, ...]) -> list[dict[str, Any]]:
+def v2_outputs(logits: np.ndarray, labels: tuple[str, ...]) -> list[dict[str, Any]]:
     """Open Inference Protocol outputs: probabilities [k, C] FP32 and label [k] (INT64 or BYTES)."""
     probs = softmax(logits).astype(np.float32)
     best = [labels[i] for i in probs.argmax(1)]
@@ -45,15 +47,15 @@ def label_datatype(labels: tuple[str, ...]) -> str:
     return "INT64" if all(isinstance(label_value(x), int) for x in labels) else "BYTES"
 
 
-def classification_v2_metadata(labels: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The outputs `classification_v2` answers, as the protocol's model metadata lists them."""
+def v2_metadata(labels: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The outputs `v2_outputs` answers, as the protocol's model metadata lists them."""
     return [
         oip.tensor_metadata("probabilities", "FP32", [-1, len(labels)]),
         oip.tensor_metadata("label", label_datatype(labels), [-1]),
     ]
 
 
-def classification_schema(labels: tuple[str, ...]) -> dict[str, Any]:
+def schema(labels: tuple[str, ...]) -> dict[str, Any]:
     return {
         "json": f'{{"label": one of {list(map(label_value, labels))}, "probabilities": {{label: p}}}} (top {min(TOP_K, len(labels))})',
         "open_inference_protocol": [f"probabilities [k, {len(labels)}] FP32", "label [k] INT64 or BYTES"],

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from handlers import answers, oip
+from handlers import classification, oip
 from handlers.codec import (
     Decoded,
     Limits,
@@ -110,8 +110,8 @@ def _check_range(pixels: np.ndarray, what: str) -> None:
 def encode_outputs(logits: np.ndarray, decoded: Decoded, contract: ImageContract, model_name: str) -> Any:
     """The (k, C) logits of one request, in the form the request came in."""
     if decoded.form == "v2":
-        return oip.response(model_name, answers.classification_v2(logits, contract.labels), decoded.request_id)
-    out = [answers.classification(row, contract.labels) for row in logits]
+        return oip.response(model_name, classification.v2_outputs(logits, contract.labels), decoded.request_id)
+    out = [classification.answer(row, contract.labels) for row in logits]
     return out[0] if decoded.form == "single" else out
 
 
@@ -120,7 +120,7 @@ def oip_metadata(contract: ImageContract) -> dict[str, list[dict[str, Any]]]:
     side = contract.side
     return {
         "inputs": [oip.tensor_metadata("pixels", "FP32", [-1, side, side])],
-        "outputs": answers.classification_v2_metadata(contract.labels),
+        "outputs": classification.v2_metadata(contract.labels),
     }
 
 
@@ -137,5 +137,5 @@ def schema(contract: ImageContract) -> dict[str, Any]:
             ],
             "open_inference_protocol": f"one tensor, shape [k, {side}, {side}], numeric datatype, values in 0..1",
         },
-        "output": answers.classification_schema(contract.labels),
+        "output": classification.schema(contract.labels),
     }

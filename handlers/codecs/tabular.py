@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from handlers import answers, oip
+from handlers import classification, oip
 from handlers.codec import Decoded, Limits, Payload, RequestError, check_media_type, finite_numbers
 from handlers.contracts import TabularContract
 from handlers.oip import decode_v2, is_v2_request
@@ -73,8 +73,8 @@ def encode_outputs(outputs: np.ndarray, decoded: Decoded, contract: TabularContr
         answers_ = [{"prediction": float(v)} for v in outputs]
     else:
         if decoded.form == "v2":
-            return oip.response(model_name, answers.classification_v2(outputs, contract.labels), decoded.request_id)
-        answers_ = [answers.classification(row, contract.labels) for row in outputs]
+            return oip.response(model_name, classification.v2_outputs(outputs, contract.labels), decoded.request_id)
+        answers_ = [classification.answer(row, contract.labels) for row in outputs]
     return answers_[0] if decoded.form == "single" else answers_
 
 
@@ -83,7 +83,7 @@ def oip_metadata(contract: TabularContract) -> dict[str, list[dict[str, Any]]]:
     if contract.labels is None:
         outputs = [oip.tensor_metadata("prediction", "FP32", [-1])]
     else:
-        outputs = answers.classification_v2_metadata(contract.labels)
+        outputs = classification.v2_metadata(contract.labels)
     return {"inputs": [oip.tensor_metadata("features", "FP32", [-1, len(contract.features)])], "outputs": outputs}
 
 
@@ -94,7 +94,7 @@ def schema(contract: TabularContract) -> dict[str, Any]:
         output = {"json": '{"prediction": float} (a list of them for a list of rows)',
                   "open_inference_protocol": ["prediction [k] FP32"]}  # fmt: skip
     else:
-        output = answers.classification_schema(contract.labels)
+        output = classification.schema(contract.labels)
     return {
         "input": {
             "application/json": [

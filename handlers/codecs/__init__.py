@@ -1,0 +1,30 @@
+"""One codec module per input kind (`image`, `tabular`, `text`), named as the contract's `kind`.
+
+A codec is plain functions over plain data, never `ts`: tests call it directly, and the model
+logic could move to another server unchanged. Each one defines
+- `decode_request(payload, contract, limits) -> Decoded`: one request, checked and refused
+  (RequestError) on its own, before batching;
+- `encode_outputs(outputs, decoded, contract, model_name)`: one request's answer, in the form
+  it came in (JSON, or the Open Inference Protocol);
+- `schema(contract)` for the describe call and `oip_metadata(contract)` for the protocol's
+  model metadata, both derived from the contract;
+- `COST_UNIT`, what its budgets count, and optionally `collate(rows)` (default: concatenate).
+A new input kind is one module here plus one contract class in handlers/contracts.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+FOLDER = Path(__file__).parent
+
+
+def codec_for(kind: str) -> ModuleType:
+    """The codec module of a contract's kind (imported on demand: an archive ships only its own)."""
+    return importlib.import_module(f"{__name__}.{kind}")
+
+
+def codec_file(kind: str) -> Path:
+    return FOLDER / f"{kind}.py"
