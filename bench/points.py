@@ -1,8 +1,14 @@
-"""What one benchmark point measured, and the settings every part of the benchmark shares."""
+"""What one benchmark point measured, how a served point is measured (hey, its CSV, the
+percentiles), and the settings every part of the benchmark shares."""
 
 from __future__ import annotations
 
+import csv
+import io
+import statistics
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from training.specs import ServingConfig
 
@@ -33,3 +39,26 @@ class Point:
     mean_ms: float = 0.0
     # Per request, ms: bench.breakdown.PARTS (TorchServe points only).
     breakdown: dict[str, float] = field(default_factory=dict)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def hey(url: str, body: Path, content_type: str, key: str, concurrency: int, seconds: float) -> tuple[list[float], int]:
+    """Latencies (ms) of the answered requests and the count of errors, from hey's CSV."""
+    cmd = ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-m", "POST", "-T", content_type, "-D", str(body),
+           "-H", f"Authorization: Bearer {key}", "-o", "csv", url]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"hey failed: {proc.stderr.strip()[:500]}")
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    errors = sum(1 for r in rows if r["status-code"] != "200")
+    return [float(r["response-time"]) * 1000 for r in rows if r["status-code"] == "200"], errors
+
+
+def hey_point(stage: str, model: str, setting: str, url: str, body: Path, content_type: str, key: str, c: int,
+              seconds: float) -> Point:  # fmt: skip
+    ms, errors = hey(url, body, content_type, key, c, seconds)
+    return Point(stage, model, setting, c, len(ms) + errors, len(ms) / seconds, percentile(ms, 50),
+                 percentile(ms, 90), percentile(ms, 99), errors, mean_ms=statistics.fmean(ms))  # fmt: skip

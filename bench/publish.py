@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bench import budgets, fairness, report, sections, worst
+from bench import budgets, deployments, fairness, report, sections, worst
 from bench.points import Point
 from training.files import write_text
 from tsforge.paths import ROOT
@@ -46,6 +46,9 @@ def blocks(results: dict[str, Any]) -> dict[str, str]:
         "worst_cases": worst.table(costs),
         "heavy_beside_light": fairness.table(heavy_light),
         "budgets": budgets.table(budget_costs),
+        "deployments": deployments.table(chosen)
+        if (chosen := [p for p in points if p.stage == "deployment"])
+        else ["(the published run predates the deployment points: `make bench` measures them)"],
     }
     return {name: "\n".join(lines) + "\n" for name, lines in made.items()}
 

@@ -14,12 +14,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench import budgets, fairness, sections, worst  # noqa: E402
+from bench import budgets, deployments, fairness, sections, worst  # noqa: E402
 from bench.baselines import FLOOR  # noqa: E402
 from bench.points import TORCHSERVE_DEFAULTS, Point  # noqa: E402
 from bench.worst import Cost  # noqa: E402
 from models.registry import SPECS  # noqa: E402
 from training.export import FORMATS  # noqa: E402
+from training.files import write_text  # noqa: E402
 
 
 def _pick(points: list[Point], **where) -> list[Point]:
@@ -44,14 +45,14 @@ def machine() -> str:
 def targets(points: list[Point]) -> list[str]:
     """The three ratios of the issue for digits, each marked met or missed with its figures."""
     batch = SPECS["digits"].serving.batch_size
-    limit = _one(points, stage="in-process", model="digits", setting=f"batch {batch}")
-    limit1 = _one(points, stage="in-process", model="digits", setting="batch 1")
-    shipped32 = _one(points, stage="shipped", model="digits", concurrency=32)
-    default32 = _one(points, stage="defaults", model="digits", concurrency=32)
-    shipped1 = _one(points, stage="shipped", model="digits", concurrency=1)
-    r1 = shipped32.throughput / limit.throughput
-    r2 = shipped32.throughput / default32.throughput
-    gap = shipped1.p50_ms - limit1.p50_ms
+    in_process_batched = _one(points, stage="in-process", model="digits", setting=f"batch {batch}")
+    in_process_batch1 = _one(points, stage="in-process", model="digits", setting="batch 1")
+    served_c32 = _one(points, stage="shipped", model="digits", concurrency=32)
+    defaults_c32 = _one(points, stage="defaults", model="digits", concurrency=32)
+    served_c1 = _one(points, stage="shipped", model="digits", concurrency=1)
+    kept_of_in_process = served_c32.throughput / in_process_batched.throughput
+    over_defaults = served_c32.throughput / defaults_c32.throughput
+    gap = served_c1.p50_ms - in_process_batch1.p50_ms
 
     def verdict(ok: bool) -> str:
         return "**met**" if ok else "**missed**"
@@ -59,19 +60,19 @@ def targets(points: list[Point]) -> list[str]:
     profile = [
         "",
         "Where the time of one request goes at concurrency 1 (digits, shipped; means from TorchServe's counters):",
-        f"hey measures p50 {shipped1.p50_ms:.2f} ms; TorchServe's frontend accounts for {shipped1.torchserve_ms:.2f} ms "
-        f"of it, of which {shipped1.queue_ms:.2f} ms waiting in its queue (the batch delay of "
+        f"hey measures p50 {served_c1.p50_ms:.2f} ms; TorchServe's frontend accounts for {served_c1.torchserve_ms:.2f} ms "
+        f"of it, of which {served_c1.queue_ms:.2f} ms waiting in its queue (the batch delay of "
         f"{SPECS['digits'].serving.max_batch_delay_ms} ms waits for a batch that never fills at concurrency 1) and "
-        f"{shipped1.torchserve_ms - shipped1.queue_ms:.2f} ms in the worker round trip, against {limit1.p50_ms:.2f} ms "
-        f"for the handler's own work in process; the remaining {shipped1.p50_ms - shipped1.torchserve_ms:.2f} ms is "
+        f"{served_c1.torchserve_ms - served_c1.queue_ms:.2f} ms in the worker round trip, against {in_process_batch1.p50_ms:.2f} ms "
+        f"for the handler's own work in process; the remaining {served_c1.p50_ms - served_c1.torchserve_ms:.2f} ms is "
         "HTTP parsing, Netty and the client on the same 2 cores.",
     ]
     return [
-        f"- served throughput at concurrency 32 / in-process at batch {batch}: {shipped32.throughput:.0f} / "
-        f"{limit.throughput:.0f} = **{r1:.2f}** (target ≥ 0.50): {verdict(r1 >= 0.5)}",
-        f"- served at concurrency 32 / TorchServe defaults at concurrency 32: {shipped32.throughput:.0f} / "
-        f"{default32.throughput:.0f} = **{r2:.2f}×** (target ≥ 5×): {verdict(r2 >= 5)}",
-        f"- p50 at concurrency 1 − in-process batch-1 latency: {shipped1.p50_ms:.2f} − {limit1.p50_ms:.2f} = "
+        f"- served throughput at concurrency 32 / in-process at batch {batch}: {served_c32.throughput:.0f} / "
+        f"{in_process_batched.throughput:.0f} = **{kept_of_in_process:.2f}** (target ≥ 0.50): {verdict(kept_of_in_process >= 0.5)}",
+        f"- served at concurrency 32 / TorchServe defaults at concurrency 32: {served_c32.throughput:.0f} / "
+        f"{defaults_c32.throughput:.0f} = **{over_defaults:.2f}×** (target ≥ 5×): {verdict(over_defaults >= 5)}",
+        f"- p50 at concurrency 1 − in-process batch-1 latency: {served_c1.p50_ms:.2f} − {in_process_batch1.p50_ms:.2f} = "
         f"**{gap:.2f} ms** (target ≤ 2 ms): {verdict(gap <= 2)}",
         *profile,
     ]
@@ -171,137 +172,137 @@ def write_report(
     budget_costs: list[budgets.BudgetCost],
 ) -> None:
     plots(points, out)
-    shipped = {name: asdict(spec.serving) for name, spec in SPECS.items()}
-    d = _pick(points, stage="shipped", model="digits")
-    best = max(_pick(points, stage="shipped"), key=lambda p: p.throughput)
     lines = [
+        *_intro(quick, seconds),
+        *_section("Targets (digits)", *targets(points), *sections.targets(points, preprocess_figures)),
+        *_section("Baselines (digits)", BASELINES, "", *sections.baselines(points)),
+        *_section("Where the time goes", *sections.where_time_goes(points)),
+        *_section("TorchServe settings", *sections.settings_table(points)),
+        *_section("maxBatchDelay = 0", *sections.batch_delay(points)),
+        *_section("Shipped configuration", *sections.shipped_configuration(points)),
+        *_section("TorchScript vs ONNX Runtime", RUNTIMES, "", *runtimes(points)),
+        *_section("Results", *table([p for stage in RESULT_STAGES for p in _pick(points, stage=stage)])),
+        *_plots(points),
+        *_served_against_in_process(points),
+        *_memory(points),
+        *_section("Worst case per input class", WORST, "", *worst.table(costs)),
+        *_section("Heavy beside light", HEAVY, "", *fairness.table(heavy_light)),
+        *_section("Budgets", BUDGETS, "", *budgets.table(budget_costs)),
+        *_deployments(points),
+        *_sweep(points),
+    ]
+    write_text(out / "report.md", "\n".join(lines).strip() + "\n")
+
+
+RESULT_STAGES = ("in-process", "shipped", "floor", "peer", "defaults", "settings")
+BASELINES = (
+    "The same exported TorchScript file, the same PNG and the same hey command, in this run: shipped (our "
+    "handler: validation, limits, per-request errors, metrics); floor (a minimal TorchServe handler: decode, "
+    "scale, forward, argmax; same batch, delay and workers); peer (LitServe, same batching and workers; the PNG "
+    "base64 in JSON, LitServe's idiom); TorchServe's defaults; and the handler in process."
+)
+RUNTIMES = (
+    "One training run, both exports gated against eager; the same handler code, serving settings and bodies. "
+    "Ratios above 1 favour ONNX Runtime for samples/s, below 1 for latency."
+)
+WORST = (
+    "The costliest body of each input class that the limits accept (`*_at_limit`, `case_*`), and the bombs "
+    "beyond them (refused from their headers), each sent alone to the served TorchScript models "
+    "(`bench/worst_cases.py`). CPU is the model's worker processes' time per request; memory is the growth "
+    "of the largest worker's peak RSS (VmHWM, reset before each case). The bar: about 100 ms and 100 MiB."
+)
+HEAVY = (
+    "Per kind, the shipped archive: its largest accepted request sent without pause by eight clients, beside its "
+    "example request every 0.2 s; first that light request alone for as long, as this run's baseline "
+    "(`bench/fairness.py`). Heavy requests past a worker call's budget are answered 429 at once."
+)
+BUDGETS = "Each model's worst forward pass within its `max_pass_cost`, in process on one thread (`bench/budgets.py`)."
+
+
+def _deployments(points: list[Point]) -> list[str]:
+    chosen = _pick(points, stage="deployment")
+    if not chosen:
+        return []
+    return _section("Deployments", deployments.ABOUT, "", *deployments.table(chosen))
+
+
+def _section(title: str, *lines: str) -> list[str]:
+    return [f"## {title}", "", *lines, ""]
+
+
+def _intro(quick: bool, seconds: float) -> list[str]:
+    shipped = {name: asdict(spec.serving) for name, spec in SPECS.items()}
+    return [
         f"# Benchmark{' (quick mode: 1 s per point, figures are noisy)' if quick else ''}",
         "",
         f"Machine: {machine()}.",
         f"Each served point: hey for {seconds:g} s at a fixed concurrency after a warm-up; in-process points run",
-        "the handler's own code path (decode, preprocess, forward pass in TorchScript or ONNX Runtime, postprocess) in a loop.",
+        "the handler's own code path (decode, preprocess, forward pass in TorchScript or ONNX Runtime, postprocess) "
+        "in a loop.",
         "",
-        f"Shipped settings: {shipped}. TorchServe defaults: {asdict(TORCHSERVE_DEFAULTS)} (threads 0 = PyTorch's default).",
+        f"Shipped settings: {shipped}. TorchServe defaults: {asdict(TORCHSERVE_DEFAULTS)} (threads 0 = PyTorch's "
+        "default).",
         "",
-        "## Targets (digits)",
-        "",
-        *targets(points),
-        *sections.targets(points, preprocess_figures),
-        "",
-        "## Baselines (digits)",
-        "",
-        "The same exported TorchScript file, the same PNG and the same hey command, in this run: shipped (our "
-        "handler: validation, limits, per-request errors, metrics); floor (a minimal TorchServe handler: decode, "
-        "scale, forward, argmax; same batch, delay and workers); peer (LitServe, same batching and workers; the PNG "
-        "base64 in JSON, LitServe's idiom); TorchServe's defaults; and the handler in process.",
-        "",
-        *sections.baselines(points),
-        "",
-        "## Where the time goes",
-        "",
-        *sections.where_time_goes(points),
-        "",
-        "## TorchServe settings",
-        "",
-        *sections.settings_table(points),
-        "",
-        "## maxBatchDelay = 0",
-        "",
-        *sections.batch_delay(points),
-        "",
-        "## Shipped configuration",
-        "",
-        *sections.shipped_configuration(points),
-        "",
-        "## TorchScript vs ONNX Runtime",
-        "",
-        "One training run, both exports gated against eager; the same handler code, serving settings and bodies. "
-        "Ratios above 1 favour ONNX Runtime for samples/s, below 1 for latency.",
-        "",
-        *runtimes(points),
-        "",
-        "## Results",
-        "",
-        *table(
-            [
-                p
-                for stage in ("in-process", "shipped", "floor", "peer", "defaults", "settings")
-                for p in _pick(points, stage=stage)
-            ]
-        ),
-        "",
-        "## Plots",
-        "",
+    ]
+
+
+def _plots(points: list[Point]) -> list[str]:
+    """The plots, with what this run's figures say (computed, not a canned reading)."""
+    digits = _pick(points, stage="shipped", model="digits")
+    best = max(_pick(points, stage="shipped"), key=lambda p: p.throughput)
+    return _section(
+        "Plots",
         "![throughput](throughput.png)",
         "",
-        f"Throughput vs concurrency. The shipped configuration rises with concurrency as TorchServe forms larger "
-        f"batches (digits peaks at {max(p.throughput for p in d):.0f} samples/s; the best served point is "
-        f"{best.model} at concurrency {best.concurrency}); the defaults stay flat, one request per forward pass. "
-        "The dotted line is the in-process limit at the serving batch size.",
+        f"Throughput vs concurrency; the dotted line is the in-process limit at the serving batch size. In this run "
+        f"digits peaks at {max(p.throughput for p in digits):.0f} samples/s and the best served point is "
+        f"{best.model} at concurrency {best.concurrency} ({best.throughput:.0f} samples/s).",
         "",
         "![latency](latency.png)",
         "",
-        "Latency percentiles vs concurrency (log scales). Past the point where the workers are saturated, latency "
-        "grows linearly with concurrency (queueing); the gap between p50 and p99 shows how even the service is.",
-    ]
-    kept = []
+        "Latency percentiles vs concurrency (log scales).",
+    )
+
+
+def _served_against_in_process(points: list[Point]) -> list[str]:
+    rows = []
     for model, spec in SPECS.items():
         limit = _one(points, stage="in-process", model=model, setting=f"batch {spec.serving.batch_size}")
         served = _one(points, stage="shipped", model=model, concurrency=32)
-        kept.append(
-            f"| {model} | {served.throughput:.0f} | {limit.throughput:.0f} | **{served.throughput / limit.throughput:.2f}** |"
-        )
-    lines += [
-        "",
-        "## Served against in process",
-        "",
+        ratio = served.throughput / limit.throughput
+        rows.append(f"| {model} | {served.throughput:.0f} | {limit.throughput:.0f} | **{ratio:.2f}** |")
+    return _section(
+        "Served against in process",
         "How much of the in-process limit (the handler at the serving batch size, no server) each model keeps",
         "when served (TorchScript, concurrency 32). For the text model the target is 0.85.",
         "",
         "| model | served samples/s | in-process samples/s | ratio |",
         "|---|---:|---:|---:|",
-        *kept,
-    ]
-    memory = {p.model: max(q.worker_rss_mib for q in _pick(points, stage="shipped", model=p.model))
-              for p in _pick(points, stage="shipped")}  # fmt: skip
-    lines += [
-        "",
-        "## Memory per worker",
-        "",
+        *rows,
+    )
+
+
+def _memory(points: list[Point]) -> list[str]:
+    shipped = _pick(points, stage="shipped")
+    memory = {p.model: max(q.worker_rss_mib for q in _pick(shipped, model=p.model)) for p in shipped}
+    return _section(
+        "Memory per worker",
         "Resident memory of each served model's largest worker (psutil), after the shipped load points.",
         "",
         "| served model | worker RSS (MiB) |",
         "|---|---:|",
         *(f"| {model} | {mib:.0f} |" for model, mib in memory.items()),
-    ]
-    lines += [
-        "",
-        "## Worst case per input class",
-        "",
-        "The costliest body of each input class that the limits accept (`*_at_limit`, `case_*`), and the bombs",
-        "beyond them (refused from their headers), each sent alone to the served TorchScript models",
-        "(`bench/worst_cases.py`). CPU is the model's worker processes' time per request; memory is the growth",
-        "of the largest worker's peak RSS (VmHWM, reset before each case). The bar: about 100 ms and 100 MiB.",
-        "",
-        *worst.table(costs),
-        "",
-        "## Heavy beside light",
-        "",
-        "Per kind, the shipped archive: its largest accepted request sent without pause by eight clients, beside its",
-        "example request every 0.2 s; first that light request alone for as long, as this run's baseline",
-        "(`bench/fairness.py`). Heavy requests past a worker call's budget are answered 429 at once.",
-        "",
-        *fairness.table(heavy_light),
-        "",
-        "## Budgets",
-        "",
-        "Each model's worst forward pass within its `max_pass_cost`, in process on one thread (`bench/budgets.py`).",
-        "",
-        *budgets.table(budget_costs),
-    ]
+    )
+
+
+def _sweep(points: list[Point]) -> list[str]:
     sweep = _pick(points, stage="sweep")
-    if sweep:
-        at32 = sorted(_pick(sweep, concurrency=32), key=lambda p: -p.throughput)
-        lines += ["", "## Tuning sweep (digits)", "", *table(sweep), "",
-                  f"Best at concurrency 32: {at32[0].setting} ({at32[0].throughput:.0f} samples/s)."]  # fmt: skip
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    if not sweep:
+        return []
+    best = max(_pick(sweep, concurrency=32), key=lambda p: p.throughput)
+    return _section(
+        "Tuning sweep (digits)",
+        *table(sweep),
+        "",
+        f"Best at concurrency 32: {best.setting} ({best.throughput:.0f} samples/s).",
+    )

@@ -10,12 +10,8 @@ Writes bench/results/<date>/{report.md,results.json,throughput.png,latency.png}.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import shutil
-import statistics
-import subprocess
 import tempfile
 import time
 import zipfile
@@ -26,10 +22,11 @@ from pathlib import Path
 import psutil
 import yaml
 
-from bench import baselines, breakdown, budgets, fairness, preprocess, report, worst
+from bench import baselines, breakdown, budgets, deployments, fairness, preprocess, report, worst
 from bench.baselines import FLOOR
-from bench.points import CONCURRENCY, TORCHSERVE_DEFAULTS, Point
+from bench.points import CONCURRENCY, TORCHSERVE_DEFAULTS, Point, hey, hey_point, percentile
 from models.registry import SPECS
+from training.files import write_json
 from training.specs import ServingConfig
 from tsforge.packaging import archive, build
 from tsforge.paths import ARTIFACTS, CONFIG, EXAMPLES, MODEL_STORE, ROOT
@@ -42,13 +39,9 @@ BODIES = {
     for name, spec in SPECS.items()
 }
 # Served name -> the model (and request body) behind it: digits-onnx -> digits.
-BASE = {**build.MODEL_OF, FLOOR: "digits"}
+MODEL_BEHIND = {**build.MODEL_OF, FLOOR: "digits"}
 # Settings tried for digits at concurrency 32 (full mode): (workers, threads, batch, delay ms).
 SWEEP = [(1, 1, 8, 1), (1, 2, 8, 1), (2, 1, 8, 5), (2, 1, 8, 1), (2, 1, 16, 5), (2, 1, 1, 1), (2, 1, 8, 0)]
-
-
-def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
 def in_process(model: str, store: Path, batch: int, seconds: float) -> Point:
@@ -65,7 +58,7 @@ def in_process(model: str, store: Path, batch: int, seconds: float) -> Point:
         ctx = Context(model, tmp, manifest, batch, None, "0.12.0", model_yaml_config=config)
         handler = Handler()
         handler.initialize(ctx)
-        path, content_type = BODIES[BASE[model]]
+        path, content_type = BODIES[MODEL_BEHIND[model]]
         requests = [{"body": path.read_bytes()} for _ in range(batch)]
         headers = {"body": {"content-type": content_type}}
         latencies = []
@@ -81,18 +74,6 @@ def in_process(model: str, store: Path, batch: int, seconds: float) -> Point:
                  percentile(ms, 50), percentile(ms, 90), percentile(ms, 99), 0)  # fmt: skip
 
 
-def hey(url: str, body: Path, content_type: str, key: str, concurrency: int, seconds: float) -> tuple[list[float], int]:
-    """Latencies (ms) of the answered requests and the count of errors, from hey's CSV."""
-    cmd = ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-m", "POST", "-T", content_type, "-D", str(body),
-           "-H", f"Authorization: Bearer {key}", "-o", "csv", url]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-    if proc.returncode != 0:
-        raise RuntimeError(f"hey failed: {proc.stderr.strip()[:500]}")
-    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
-    errors = sum(1 for r in rows if r["status-code"] != "200")
-    return [float(r["response-time"]) * 1000 for r in rows if r["status-code"] == "200"], errors
-
-
 def variant_store(root: Path, serving: ServingConfig | None, handler: Path = archive.HANDLER) -> Path:
     """The built archives, or the same TorchScript models (and handler) with other settings."""
     if serving is None and handler == archive.HANDLER:
@@ -103,13 +84,6 @@ def variant_store(root: Path, serving: ServingConfig | None, handler: Path = arc
         card = json.loads((exported.parent / build.MODEL_CARD).read_text())
         archive.build_archive(replace(spec, serving=serving or spec.serving), exported, card, store, handler=handler)
     return store
-
-
-def hey_point(stage: str, model: str, setting: str, url: str, body: Path, content_type: str, key: str, c: int,
-              seconds: float) -> Point:  # fmt: skip
-    ms, errors = hey(url, body, content_type, key, c, seconds)
-    return Point(stage, model, setting, c, len(ms) + errors, len(ms) / seconds, percentile(ms, 50),
-                 percentile(ms, 90), percentile(ms, 99), errors, mean_ms=statistics.fmean(ms))  # fmt: skip
 
 
 def served(
@@ -144,7 +118,7 @@ def served(
                 baselines.register(server, archive_name, **params)
             key = server.keys()["inference"]
             for model in models:
-                path, content_type = BODIES[BASE[model]]
+                path, content_type = BODIES[MODEL_BEHIND[model]]
                 url = f"{server.inference_url}/predictions/{model}"
                 hey(url, path, content_type, key, 4, 1)  # warm-up: first requests load lazily
                 for c in concurrencies:
@@ -295,7 +269,7 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
             build.build(spec, progress=False, runtime=runtime)
     points: list[Point] = []
     for model in build.SERVED:
-        for batch in (1, SPECS[BASE[model]].serving.batch_size):
+        for batch in (1, SPECS[MODEL_BEHIND[model]].serving.batch_size):
             log(f"in-process {model} batch {batch}")
             points.append(in_process(model, MODEL_STORE, batch, seconds))
     points += served("shipped", "shipped", build.SERVED, CONCURRENCY, seconds, log)
@@ -311,7 +285,9 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
     heavy_light = heavy_beside_light(max(seconds, 5.0), log)
     log("each model's worst forward pass within its budget, in process")
     budget_costs = budgets.measure(ARTIFACTS)
-    if not quick:
+    if not quick:  # the deployments build images and start compose and a swarm: full runs only
+        path, content_type = BODIES[deployments.MODEL]
+        points += deployments.measure(path, content_type, seconds, log)
         points += settings((1, 32), seconds, log)
         for workers, threads, batch, delay in SWEEP:
             setting = f"{workers} workers x {threads} threads, batch {batch}, delay {delay} ms"
@@ -319,22 +295,18 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
             points += served("sweep", setting, ["digits"], (1, 32), seconds, log, serving=cfg)
     out = out_root / time.strftime("%Y-%m-%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(
-        json.dumps(
-            {
-                "date": time.strftime("%Y-%m-%d"),
-                "machine": report.machine(),
-                "quick": quick,
-                "seconds_per_point": seconds,
-                "points": [asdict(p) for p in points],
-                "worst_cases": [asdict(c) for c in costs],
-                "preprocess": preprocess_figures,
-                "heavy_beside_light": [asdict(r) for r in heavy_light],
-                "budgets": [asdict(b) for b in budget_costs],
-            },
-            indent=2,
-        )
-    )
+    results = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": report.machine(),
+        "quick": quick,
+        "seconds_per_point": seconds,
+        "points": [asdict(p) for p in points],
+        "worst_cases": [asdict(c) for c in costs],
+        "preprocess": preprocess_figures,
+        "heavy_beside_light": [asdict(r) for r in heavy_light],
+        "budgets": [asdict(b) for b in budget_costs],
+    }
+    write_json(out / "results.json", results)
     report.write_report(points, out, quick, seconds, costs, preprocess_figures, heavy_light, budget_costs)
     log(f"report: {out / 'report.md'}")
     failed = [p for p in points if p.errors]

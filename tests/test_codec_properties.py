@@ -15,19 +15,14 @@ from PIL import Image
 
 from bench.worst_cases import case_exif_rotated_jpeg, case_white_on_transparent_png
 from handlers.codec import Decoded, Limits, Payload, RequestError
-from handlers.codecs import image as image_codec
-from handlers.codecs import tabular as tabular_codec
-from handlers.codecs import text as text_codec
+from handlers.codecs import codec_for
 from models.registry import SPECS
 from tests.conftest import row_shape
 from tsforge.paths import EXAMPLES
 
 LIMITS = Limits()
 # Every registered model's codec and contract: a new model is fuzzed the moment it exists.
-CODECS = {
-    name: ({"image": image_codec, "tabular": tabular_codec, "text": text_codec}[spec.contract.kind], spec.contract)
-    for name, spec in SPECS.items()
-}
+CODECS = {name: (codec_for(spec.contract.kind), spec.contract) for name, spec in SPECS.items()}
 IMAGE_MODELS = [name for name, spec in SPECS.items() if spec.contract.kind == "image"]
 MEDIA = [
     "",

@@ -10,7 +10,7 @@ from tsforge.paths import HANDLERS, ROOT
 def codes_in_source() -> dict[str, set[int]]:
     """code -> statuses, from every RequestError(status, "code", ...) and {"error": "code"}."""
     found: dict[str, set[int]] = {}
-    for path in HANDLERS.glob("*.py"):
+    for path in HANDLERS.rglob("*.py"):  # codecs/ too
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "RequestError":
                 status, code = node.args[:2]

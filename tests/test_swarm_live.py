@@ -50,12 +50,7 @@ def tasks_running() -> list[str]:
 
 
 def wait_for(what: str, ok, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ok():
-            return
-        time.sleep(1)
-    raise AssertionError(f"{what} did not happen within {timeout:.0f}s")
+    containers.wait_until(what, ok, timeout)
 
 
 class Stack:

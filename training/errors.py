@@ -3,10 +3,7 @@ failure without loading the training code up front."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from training.gates import GateResult
+from typing import Any
 
 
 class BuildStopped(RuntimeError):
@@ -24,6 +21,6 @@ class WeightsError(BuildStopped):
 class GateFailed(BuildStopped):
     """Raised by `training.gates.enforce`; its message names the gate, the measured value and the threshold."""
 
-    def __init__(self, result: GateResult) -> None:
+    def __init__(self, result: Any) -> None:  # a training.gates.GateResult (not imported: it needs torch)
         super().__init__(f"gate '{result.gate}' failed: {result.detail}")
         self.result = result
