@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from models.registry import SPECS
+from tsforge.deploy import containers
 from tsforge.packaging import build
 from tsforge.server import foreground, torchserve
 
@@ -22,10 +23,16 @@ def routes(served, built):
     port = torchserve.free_port()
     httpd = foreground.serve_readiness([served], "127.0.0.1", port, store=built.store)
     try:
+        # As a gateway does: wait for the first answered /ping before sending anything.
+        containers.wait_until("the readiness port's first ready", lambda: _ready(port), timeout=30)
         yield f"127.0.0.1:{port}"
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def _ready(port: int) -> bool:
+    return requests.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200
 
 
 def triton(url):

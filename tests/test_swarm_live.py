@@ -69,6 +69,19 @@ class Stack:
         except requests.RequestException:
             return False
 
+    def protocol_ready(self) -> bool:
+        try:
+            r = requests.get(
+                self.url.replace("/predictions/digits", "/v2/health/ready"), headers=self.headers, timeout=5
+            )
+        except requests.RequestException:
+            return False
+        return r.status_code == 200
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
     def load(self, seconds: int) -> subprocess.Popen:
         """hey in the background: `seconds` of steady load on loopback."""
         path = DOCKER_DIR.parent / "examples" / SPECS["digits"].example
@@ -131,6 +144,8 @@ def stack(tmp_path_factory):
         deployed = Stack(env, key)
         wait_for("two healthy replicas", lambda: len(tasks_running()) == 2)
         wait_for("an answer through the gateway", deployed.answers)
+        # and the protocol's ready route, as a Triton client polls it before it starts
+        wait_for("GET /v2/health/ready through the gateway", deployed.protocol_ready)
         deployed.v2 = v2
         yield deployed
     finally:
@@ -180,6 +195,10 @@ def test_tritonclient_with_its_defaults_through_the_swarm_gateway(stack):
 
     client = triton.InferenceServerClient(url=stack.url.removeprefix("http://").split("/")[0])
     headers = {"Authorization": f"Bearer {stack.key}"}
+    base = stack.url.split("/predictions")[0]
+    for route in ("/v2/health/live", "/v2/health/ready"):
+        r = requests.get(f"{base}{route}", headers=headers, timeout=10)
+        assert r.status_code == 200, (route, r.status_code, r.text[:300])
     assert client.is_server_live(headers=headers) and client.is_server_ready(headers=headers)
     assert client.is_model_ready("digits", headers=headers)
     meta = client.get_model_metadata("digits", headers=headers)

@@ -43,6 +43,12 @@ READY_PORT = 8083  # TSFORGE_READY_PORT moves it
 DETECT_S = 3.0
 QUIET_S = 2.0
 MAX_DRAIN_S = 20.0
+# The readiness port answers from TorchServe's last /ping, polled every POLL_S: a replica
+# saturated with requests can take seconds to answer /ping, and a check that waited for it
+# would take a busy replica for a dead one (the Swarm test's planned stop saw it: the
+# remaining replica dropped out under load). Silent for STALE_S, it turns unready.
+POLL_S = 0.5
+STALE_S = 5.0
 
 
 def draining(run_dir: Path) -> bool:
@@ -54,6 +60,25 @@ def ready(server: Server) -> bool:
     return not draining(server.run_dir) and healthy(server)
 
 
+class Pinger:
+    """TorchServe's /ping in a daemon thread, for the readiness port to answer at once."""
+
+    def __init__(self, started: list[Server]) -> None:
+        self.started, self.last_ok = started, float("-inf")
+        threading.Thread(target=self._poll, daemon=True).start()
+
+    def _poll(self) -> None:
+        while True:
+            if self.started and healthy(self.started[0]):
+                self.last_ok = time.monotonic()
+            time.sleep(POLL_S)
+
+    def ready(self) -> bool:
+        """`ready` without waiting: no drain, and /ping answered within STALE_S."""
+        fresh = time.monotonic() - self.last_ok < STALE_S
+        return bool(self.started) and fresh and not draining(self.started[0].run_dir)
+
+
 def serve_readiness(
     started: list[Server], host: str, port: int = READY_PORT, store: Path = MODEL_STORE
 ) -> ThreadingHTTPServer:
@@ -61,19 +86,23 @@ def serve_readiness(
     until `started` holds the server: it listens before TorchServe starts); and the Open
     Inference Protocol's GET routes (/v2/...) for the models in `store`."""
 
+    pinger = Pinger(started)
+
     class Readiness(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             if self.path == "/ready":
-                ok = bool(started) and ready(started[0])
+                ok = pinger.ready()
                 status, doc = (200 if ok else 503), {"ready": ok}
             elif not oip_status.is_route(self.path):
                 status, doc = oip_status.error(404, "not_found", "this port serves GET /ready and /v2 routes")
-            elif not started:
-                status, doc = oip_status.error(503, "starting", "TorchServe is starting")
+            elif not started:  # the process is live, TorchServe not yet up
+                live = oip_status.ROUTE.match(self.path.split("?", 1)[0])["health"] == "live"
+                status, doc = (
+                    (200, {"live": True}) if live else oip_status.error(503, "starting", "TorchServe is starting")
+                )
             else:
-                server = started[0]
                 status, doc = oip_status.answer(
-                    self.path, self.headers.get("Authorization"), server, store, lambda: ready(server)
+                    self.path, self.headers.get("Authorization"), started[0], store, pinger.ready
                 )
             body = json.dumps(doc).encode()
             self.send_response(status)
