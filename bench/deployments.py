@@ -24,7 +24,8 @@ import requests
 
 from bench.points import Point, hey, percentile
 from tsforge.deploy import containers
-from tsforge.deploy.containers import DOCKER_DIR, docker
+from tsforge.deploy.containers import docker
+from tsforge.deploy.swarm import deployed_stack
 from tsforge.paths import MODEL_STORE
 from tsforge.server import torchserve
 
@@ -140,34 +141,13 @@ def compose(images: containers.Images) -> Iterator[tuple[str, str]]:
 
 @contextlib.contextmanager
 def swarm(images: containers.Images) -> Iterator[tuple[str, str]]:
-    created = docker("info", "-f", "{{.Swarm.LocalNodeState}}").stdout.strip() != "active"
-    had_bridge = bool(docker("network", "ls", "-q", "--filter", "name=^docker_gwbridge$").stdout.strip())
-    key, secret = os.urandom(32).hex(), f"{STACK}_key"
-    port = torchserve.free_port()
+    key, port = os.urandom(32).hex(), torchserve.free_port()
     env = {**os.environ, **images.env(), "MODELS_IMAGE": containers.models_image("bench", MODEL_STORE),
-           "REPLICAS": "1", "GATEWAY_PORT": str(port), "GATEWAY_SECRET": secret}  # fmt: skip
-    try:
-        if created:
-            docker("swarm", "init", "--advertise-addr", "127.0.0.1")
-        docker("secret", "create", secret, "-", input=key)
-        docker("stack", "deploy", "-c", str(DOCKER_DIR / "stack.yml"), STACK, env=env)
+           "REPLICAS": "1", "GATEWAY_PORT": str(port)}  # fmt: skip
+    with deployed_stack(STACK, env, key):
         url = f"http://127.0.0.1:{port}/predictions/{MODEL}"
         containers.wait_until("an answer through the Swarm gateway", lambda: _answers(url, key))
         yield url, key
-    finally:
-        docker("stack", "rm", STACK, check=False)
-        label = f"label=com.docker.stack.namespace={STACK}"
-        containers.wait_until("the stack's removal", lambda: not docker("ps", "-aq", "--filter", label).stdout.strip())
-        containers.wait_until(
-            "the stack's networks", lambda: not docker("network", "ls", "-q", "--filter", label).stdout.strip()
-        )
-        docker("secret", "rm", secret, check=False)
-        for volume in docker("volume", "ls", "-q", "--filter", label).stdout.split():
-            docker("volume", "rm", volume, check=False)
-        if created:
-            docker("swarm", "leave", "--force", check=False)
-            if not had_bridge:
-                docker("network", "rm", "docker_gwbridge", check=False)
 
 
 def _answers(url: str, key: str) -> bool:

@@ -21,6 +21,7 @@ from models.registry import SPECS
 from tests.conftest import example
 from tsforge.deploy import containers
 from tsforge.deploy.containers import DOCKER_DIR, docker
+from tsforge.deploy.swarm import deployed_stack
 from tsforge.packaging import build
 from tsforge.server.torchserve import free_port
 
@@ -121,33 +122,13 @@ def summary(hey_output: str) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     containers.ensure_engine()
-    state = docker("info", "-f", "{{.Swarm.LocalNodeState}}").stdout.strip()
-    created_swarm = state != "active"
-    had_gwbridge = bool(docker("network", "ls", "-q", "--filter", "name=^docker_gwbridge$").stdout.strip())
-    if created_swarm:
-        docker("swarm", "init", "--advertise-addr", "127.0.0.1")
     key = os.urandom(32).hex()
-    secret = f"{STACK}_key"
     images, _ = containers.build_all()
     root = tmp_path_factory.mktemp("stores")
     v1 = containers.models_image("swarm-test-1.0", archives(root, "1.0"))
     v2 = containers.models_image("swarm-test-2.0", archives(root, "2.0"))
-    env = {
-        **os.environ,
-        **images.env(),
-        "MODELS_IMAGE": v1,
-        "REPLICAS": "2",
-        "GATEWAY_PORT": str(free_port()),
-        "GATEWAY_SECRET": secret,
-    }
-    try:
-        docker("secret", "create", secret, "-", input=key)
-        subprocess.run(
-            [containers.docker_bin(), "stack", "deploy", "-c", str(DOCKER_DIR / "stack.yml"), STACK],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
+    env = {**os.environ, **images.env(), "MODELS_IMAGE": v1, "REPLICAS": "2", "GATEWAY_PORT": str(free_port())}
+    with deployed_stack(STACK, env, key) as env:
         deployed = Stack(env, key)
         wait_for("two healthy replicas", lambda: len(tasks_running()) == 2)
         wait_for("an answer through the gateway", deployed.answers)
@@ -157,32 +138,6 @@ def stack(tmp_path_factory):
         wait_for("5 s of steady answers and GET /v2/health/ready", deployed.steady)
         deployed.v2 = v2
         yield deployed
-    finally:
-        docker("stack", "rm", STACK, check=False)
-        # Networks go once their containers have: wait, then drop the secret and the swarm.
-        wait_for(
-            "the stack's removal",
-            lambda: (
-                not docker(
-                    "network", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={STACK}"
-                ).stdout.strip()
-            ),
-            120,
-        )
-        wait_for(
-            "the stack's containers to stop",
-            lambda: not docker("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={STACK}").stdout.strip(),
-            120,
-        )
-        docker("secret", "rm", secret, check=False)
-        for volume in docker(
-            "volume", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={STACK}"
-        ).stdout.split():
-            docker("volume", "rm", volume, check=False)
-        if created_swarm:  # leave the machine as it was: no swarm, and no bridge it made
-            docker("swarm", "leave", "--force")
-            if not had_gwbridge:
-                docker("network", "rm", "docker_gwbridge", check=False)
 
 
 def test_a_request_without_the_gateway_key_is_refused(stack):
