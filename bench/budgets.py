@@ -46,7 +46,7 @@ def worst_pass(spec, limits: Limits) -> np.ndarray:
         return batch
     if contract.kind == "image":
         images = max(1, limits.max_pass_cost // (contract.side * contract.side))
-        return rng.random((images, 1, contract.side, contract.side), dtype=np.float32)
+        return rng.random((images, contract.channels, contract.side, contract.side), dtype=np.float32)
     return rng.standard_normal((limits.max_pass_cost, len(contract.features)), dtype=np.float32)
 
 

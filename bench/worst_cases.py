@@ -22,11 +22,13 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_diabetes
 
+from bench import worst_photos as photos
+from bench.image_bytes import PNG_MAGIC, chunk, flat_idat, save, square_png
+
 MAX_BODY = 4 * 1024 * 1024
 MAX_SIDE = 4096
 MAX_DEPTH = 8
 MAX_REQUEST = 8 * 1024 * 1024  # TorchServe's max_request_size in config.properties
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FCTL = ">5I2H2B"  # APNG frame control: seq, w, h, x, y, delay 1/100 s, dispose, blend
 JSON = "application/json"
 # The diabetes model's feature names come from the dataset its contract is built from.
@@ -44,81 +46,58 @@ class WorstCase:
     """One request body: which model it targets, its Content-Type, and what it stresses."""
 
     name: str
-    model: str  # "digits" or "diabetes"
+    model: str  # the served model it is sent to
     content_type: str
     body: bytes
     what: str
     expect: int  # the status the server must answer: 200 within the limits, else the 4xx
 
 
-def _chunk(kind: bytes, data: bytes = b"") -> bytes:
-    """One PNG chunk with its length and CRC."""
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png(side: int, bits: int, colour: int, idat: bytes, before: bytes = b"", after: bytes = b"") -> bytes:
-    """A square PNG from IHDR fields, compressed IDAT data and extra chunks around the IDAT."""
-    ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, bits, colour, 0, 0, 0))
-    return PNG_MAGIC + ihdr + before + _chunk(b"IDAT", idat) + after + _chunk(b"IEND")
-
-
-def _flat_idat(row: bytes, height: int) -> bytes:
-    """Zlib data for `height` copies of one unfiltered row (filter Up: zeros after the first)."""
-    z, up = zlib.compressobj(9), b"\x02" + bytes(len(row))
-    return z.compress(b"\x00" + row) + b"".join(z.compress(up) for _ in range(height - 1)) + z.flush()
-
-
-def _save(image: Image.Image, fmt: str, **options: object) -> bytes:
-    """Encode an image with Pillow, in memory."""
-    image.save(out := io.BytesIO(), fmt, **options)
-    return out.getvalue()
-
-
 def png_1bit_palette(side: int = MAX_SIDE) -> bytes:
     """Pixel bomb: side x side 1-bit palette PNG with half-transparent grey ink everywhere."""
-    plte = _chunk(b"PLTE", bytes([0, 0, 0, 64, 64, 64])) + _chunk(b"tRNS", bytes([128, 128]))
-    return _png(side, 1, 3, _flat_idat(b"\x55" * ((side + 7) // 8), side), before=plte)
+    plte = chunk(b"PLTE", bytes([0, 0, 0, 64, 64, 64])) + chunk(b"tRNS", bytes([128, 128]))
+    return square_png(side, 1, 3, flat_idat(b"\x55" * ((side + 7) // 8), side), before=plte)
 
 
 def png_16bit_rgb(side: int = MAX_SIDE) -> bytes:
     """Pixel bomb: side x side 16-bit RGB of flat mid grey (all "ink"), with a tRNS colour."""
-    idat = _flat_idat(struct.pack(">HHH", 0x6060, 0x6060, 0x6060) * side, side)
-    return _png(side, 16, 2, idat, before=_chunk(b"tRNS", bytes(6)))
+    idat = flat_idat(struct.pack(">HHH", 0x6060, 0x6060, 0x6060) * side, side)
+    return square_png(side, 16, 2, idat, before=chunk(b"tRNS", bytes(6)))
 
 
 def png_16bit_gray_digit(side: int = 64) -> bytes:
     """Correctness: 16-bit greyscale, a black "1" stroke on a white (65535) background."""
     pixels = np.full((side, side), 65535, dtype=np.uint16)
     pixels[side // 8 : side - side // 8, side // 2 - side // 16 : side // 2 + side // 16] = 0
-    return _save(Image.fromarray(pixels), "PNG")
+    return save(Image.fromarray(pixels), "PNG")
 
 
 def png_many_chunks(size: int = MAX_BODY) -> bytes:
     """A 28x28 PNG with zero-length private ancillary chunks after IHDR, up to `size` bytes."""
     head, tail = MNIST_7_PNG[:33], MNIST_7_PNG[33:]  # signature + IHDR, then the rest
-    return head + _chunk(b"juNk") * ((size - len(MNIST_7_PNG)) // 12) + tail
+    return head + chunk(b"juNk") * ((size - len(MNIST_7_PNG)) // 12) + tail
 
 
 def apng_many_frames(side: int = MAX_SIDE, size: int = MAX_BODY) -> bytes:
     """APNG: a flat side x side RGBA first frame, then as many 1x1 frames as fit in `size`."""
-    idat, pixel = _flat_idat(b"\x80\x80\x80\xff" * side, side), zlib.compress(b"\x00\xff\xff\xff\xff", 9)
-    base = len(_png(side, 8, 6, idat)) + 20 + 38  # + acTL + the first fcTL
+    idat, pixel = flat_idat(b"\x80\x80\x80\xff" * side, side), zlib.compress(b"\x00\xff\xff\xff\xff", 9)
+    base = len(square_png(side, 8, 6, idat)) + 20 + 38  # + acTL + the first fcTL
     extra = max(0, (size - base) // (38 + 16 + len(pixel)))  # fcTL + fdAT per 1x1 frame
     frames = [
-        _chunk(b"fcTL", struct.pack(FCTL, 2 * i + 1, 1, 1, i % side, i // side % side, 1, 100, 0, 0))
-        + _chunk(b"fdAT", struct.pack(">I", 2 * i + 2) + pixel)
+        chunk(b"fcTL", struct.pack(FCTL, 2 * i + 1, 1, 1, i % side, i // side % side, 1, 100, 0, 0))
+        + chunk(b"fdAT", struct.pack(">I", 2 * i + 2) + pixel)
         for i in range(extra)
     ]
-    before = _chunk(b"acTL", struct.pack(">II", extra + 1, 0)) + _chunk(
+    before = chunk(b"acTL", struct.pack(">II", extra + 1, 0)) + chunk(
         b"fcTL", struct.pack(FCTL, 0, side, side, 0, 0, 1, 100, 0, 0)
     )
-    return _png(side, 8, 6, idat, before=before, after=b"".join(frames))
+    return square_png(side, 8, 6, idat, before=before, after=b"".join(frames))
 
 
 def jpeg_progressive_scans(side: int = MAX_SIDE, noise: int = 8, size: int = MAX_BODY) -> bytes:
     """Progressive JPEG whose smallest scan (with its tables) repeats until the file is `size`."""
     grey = np.random.default_rng(0).integers(128 - noise, 129 + noise, (side, side), dtype=np.uint8)
-    data = _save(Image.fromarray(np.stack([grey] * 3, -1)), "JPEG", progressive=True, quality=75)
+    data = save(Image.fromarray(np.stack([grey] * 3, -1)), "JPEG", progressive=True, quality=75)
     units, start, i = [], None, 2  # walk the segments after SOI up to EOI
     while data[i + 1] != 0xD9:
         marker, end = data[i + 1], i + 2 + int.from_bytes(data[i + 2 : i + 4], "big")
@@ -138,8 +117,8 @@ def jpeg_large_baseline(side: int = MAX_SIDE, size: int = MAX_BODY) -> bytes:
     """Baseline JPEG of colour noise, side x side, at the highest quality that fits in `size`."""
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8))
     tile, scale = noise.crop((0, 0, min(side, 1024), min(side, 1024))), (side / min(side, 1024)) ** 2
-    quality = next((q for q in range(95, 0, -5) if len(_save(tile, "JPEG", quality=q)) * scale < size * 0.97), 1)
-    while len(body := _save(noise, "JPEG", quality=quality)) > size and quality > 1:
+    quality = next((q for q in range(95, 0, -5) if len(save(tile, "JPEG", quality=q)) * scale < size * 0.97), 1)
+    while len(body := save(noise, "JPEG", quality=quality)) > size and quality > 1:
         quality = max(1, quality - 2)
     return body
 
@@ -215,31 +194,31 @@ def digit(side: int = 112) -> Image.Image:
 
 def upright_png(side: int = 112) -> bytes:
     """The digit the correctness cases draw, upright and opaque: what each must be read as."""
-    return _save(digit(side), "PNG")
+    return save(digit(side), "PNG")
 
 
 def case_exif_rotated_jpeg(side: int = 112) -> bytes:
     """Pixels stored rotated 90 degrees counter-clockwise, EXIF Orientation 6 shows them upright."""
     exif = Image.Exif()
     exif[0x0112] = 6
-    return _save(digit(side).transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95, exif=exif)
+    return save(digit(side).transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95, exif=exif)
 
 
 def case_white_on_transparent_png(side: int = 112) -> bytes:
     """RGBA: white everywhere, the digit only in alpha (opaque ink, fully transparent ground)."""
     alpha = Image.eval(digit(side), lambda v: 255 - v)
-    return _save(Image.merge("RGBA", [Image.new("L", alpha.size, 255)] * 3 + [alpha]), "PNG")
+    return save(Image.merge("RGBA", [Image.new("L", alpha.size, 255)] * 3 + [alpha]), "PNG")
 
 
 def case_blank_white_png(side: int = 112) -> bytes:
     """A white greyscale PNG with no ink."""
-    return _save(Image.new("L", (side, side), 255), "PNG")
+    return save(Image.new("L", (side, side), 255), "PNG")
 
 
 def case_animated_png(side: int = 112) -> bytes:
     """Two-frame APNG: the digit, then a blank white frame (a viewer shows the first)."""
     frames = [digit(side), Image.new("L", (side, side), 255)]
-    return _save(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=500, loop=0)
+    return save(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=500, loop=0)
 
 
 def _stroke_on_white(side: int, mode: str) -> Image.Image:
@@ -251,12 +230,12 @@ def _stroke_on_white(side: int, mode: str) -> Image.Image:
 
 def png_at_decode_limit(side: int = 2896, mode: str = "L") -> bytes:
     """Accepted: the most pixels max_decoded_bytes allows (8 MiB: 2896^2 grey, 1448^2 RGBA)."""
-    return _save(_stroke_on_white(side, mode), "PNG")
+    return save(_stroke_on_white(side, mode), "PNG")
 
 
 def jpeg_progressive_at_limit(side: int = 2048) -> bytes:
     """Accepted: a progressive greyscale JPEG whose coefficients (2 bytes each) fill 8 MiB."""
-    return _save(_stroke_on_white(side, "L"), "JPEG", quality=90, progressive=True)
+    return save(_stroke_on_white(side, "L"), "JPEG", quality=90, progressive=True)
 
 
 def json_v2_at_limit(rows: int = 64) -> bytes:
@@ -337,6 +316,10 @@ def _all() -> tuple[WorstCase, ...]:
                 413,
             ),
             ("text_one_long", "minilm", "text/plain", text_request(1)[11:-3], "one ~16 KB text/plain body", 200),
+            ("photo_rgba_at_decode_limit", photos.MODEL, png, png_at_decode_limit(1448, "RGBA"), "1448x1448 RGBA", 200),
+            ("photo_large_baseline", photos.MODEL, jpeg, jpeg_large_baseline(), "4096x4096 colour noise", 200),
+            ("photo_16bit_rgb", photos.MODEL, png, png_16bit_rgb(1024), "1024x1024 16-bit RGB + tRNS", 200),
+            *photos.cases(),
         ]
     )
 

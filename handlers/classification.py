@@ -55,8 +55,10 @@ def v2_metadata(labels: tuple[str, ...]) -> list[dict[str, Any]]:
     ]
 
 
-def schema(labels: tuple[str, ...]) -> dict[str, Any]:
+def schema(labels: tuple[str, ...], top_k: int = TOP_K, max_top_k: int = 0) -> dict[str, Any]:
+    named = f"one of {list(map(label_value, labels))}" if len(labels) <= 20 else f"one of {len(labels)} labels"
+    asked = f"; a request may ask for 1..{max_top_k}" if max_top_k else ""
     return {
-        "json": f'{{"label": one of {list(map(label_value, labels))}, "probabilities": {{label: p}}}} (top {min(TOP_K, len(labels))})',
+        "json": f'{{"label": {named}, "probabilities": {{label: p}}}} (top {min(top_k, len(labels))}{asked})',
         "open_inference_protocol": [f"probabilities [k, {len(labels)}] FP32", "label [k] INT64 or BYTES"],
     }

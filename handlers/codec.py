@@ -94,6 +94,8 @@ class Decoded:
     length: int = 1
     # Open Inference Protocol answers: which outputs go in binary (True: all; False: none).
     binary_outputs: bool | frozenset[str] = False
+    # Labels a classifier's JSON answer lists (0: the contract's default).
+    top_k: int = 0
 
     @property
     def cost(self) -> int:

@@ -11,20 +11,62 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
+# ImageNet's per-channel statistics of pixels in [0, 1]: what most photo classifiers were
+# trained with, so the default normalisation of a colour model.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PREPROCESSING = ("digit", "resize", "center_crop")
+
 
 @dataclass(frozen=True)
 class ImageContract:
-    """An image classifier on side x side grayscale pixels in [0, 1]."""
+    """An image classifier on (channels, side, side) pixels: grayscale (1) or RGB (3).
+
+    The codec turns any PNG, JPEG or WebP into what the model was trained on, by `preprocess`:
+    - "digit": cut out the ink and frame it the way MNIST does (handlers.digit_transform);
+    - "resize": scale the whole image to side x side;
+    - "center_crop": scale the shorter side to `resize`, cut the central side x side, as
+      ImageNet evaluation does (torchvision's Resize + CenterCrop).
+    Then pixels in [0, 1] are normalised per channel, (x - mean) / std, when `mean` is set.
+    """
 
     labels: tuple[str, ...]
     side: int = 28
-    # How a decoded image becomes model pixels: "digit" cuts out the ink and frames it the way
-    # MNIST does (handlers.digit_transform); "resize" scales the whole image to side x side.
     preprocess: str = "digit"
+    channels: int = 1  # 1: grayscale (colour is converted); 3: RGB (grayscale is converted)
+    resize: int = 0  # center_crop's shorter side before the crop; 0: side x 256 / 224, ImageNet's
+    mean: tuple[float, ...] = ()  # per channel; () leaves pixels in [0, 1]
+    std: tuple[float, ...] = ()
+    top_k: int = 5  # labels a JSON answer lists, most likely first; a request may ask for 1..max_top_k
     kind = "image"
 
     def __post_init__(self) -> None:
         _as_names(self, "labels")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.preprocess not in PREPROCESSING:
+            raise ValueError(f"preprocess {self.preprocess!r} is not one of {PREPROCESSING}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), not {self.channels}")
+        if self.preprocess == "digit" and self.channels != 1:
+            raise ValueError("the digit framing works on grayscale: channels must be 1")
+        if len(self.mean) != len(self.std) or (self.mean and len(self.mean) != self.channels):
+            raise ValueError(f"mean and std need one value per channel ({self.channels}), or none")
+        if any(v <= 0 for v in self.std):
+            raise ValueError("std values must be positive")
+        if self.preprocess == "center_crop" and not self.resize:
+            object.__setattr__(self, "resize", round(self.side * 256 / 224))
+        if self.resize and self.resize < self.side:
+            raise ValueError(f"resize ({self.resize}) must be at least side ({self.side})")
+
+    @property
+    def pixel_shape(self) -> tuple[int, ...]:
+        """One image as a client sends raw pixels: (side, side), or (channels, side, side) in colour."""
+        return (self.side, self.side) if self.channels == 1 else (self.channels, self.side, self.side)
+
+    @property
+    def max_top_k(self) -> int:
+        return min(len(self.labels), 100)
 
 
 @dataclass(frozen=True)

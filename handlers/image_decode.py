@@ -1,13 +1,15 @@
-"""Image bytes -> small grayscale pixels as a viewer shows them, at a cost bounded up front.
+"""Image bytes -> small grayscale or RGB pixels as a viewer shows them, at a cost bounded up front.
 
-Everything that decides the cost is read from the file's structure before a pixel is
-decoded: the PNG chunks and header, the JPEG scans and frame header. What would cost more
-than the limits allow is refused with a 4xx naming the limit. What is decoded is reduced in
+Everything that decides the cost is read from the file's headers before a pixel is decoded
+(handlers.image_headers), and what would cost more than the limits allow is refused there
+with a 4xx naming the limit. What is decoded is reduced in
 C (JPEG draft mode decodes at 1/2 to 1/8 scale; Image.reduce box-averages) before any
 float array is built, so the float work is the same for a 28x28 PNG and a 12 MP photo.
 
 Shown as a viewer shows it: EXIF orientation applied, 16-bit samples scaled (not clipped),
-transparency composited onto the background that keeps the ink visible, first frame only.
+first frame only; transparency composited onto the background that keeps the ink visible
+(grayscale, for digits) or onto white (colour, for photos). A colour model's images are
+reduced only as far as its shorter-side resize allows, so its centre crop keeps its detail.
 
 The common request (a small 8-bit grayscale PNG of nothing but IHDR, IDAT and IEND, as MNIST
 digits are) holds no orientation, transparency or frames, so once the same checks have passed
@@ -19,183 +21,87 @@ and refusal is Image.open's (tests/test_digits_preprocess.py compares them).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import zlib
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from handlers.codec import Limits, RequestError
+from handlers.image_headers import WORK_SIDE, Structure, draft_scale, read_structure
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-JPEG_MAGIC = b"\xff\xd8\xff"
-# Large images are box-reduced until their long side is at most this before float work:
-# the digit is cut out and brought down to 8x8 cells afterwards, so this keeps ample detail.
-WORK_SIDE = 512
-# libjpeg markers with no length field: SOI, EOI, TEM and the restart markers RST0..7.
-_STANDALONE = {0xD8, 0xD9, 0x01, *range(0xD0, 0xD8)}
-_SOS = 0xDA
-# Start-of-frame markers (all but DHT C4, JPG C8 and DAC CC); C2, C6, CA, CE are progressive.
-_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-_PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
 # Pillow's plugin for each sniffed kind: no other decoder is ever tried on a body.
-_FORMATS = {"png": ("PNG",), "jpeg": ("JPEG",)}
+_FORMATS = {"png": ("PNG",), "jpeg": ("JPEG",), "webp": ("WEBP",)}
 # 8-bit sample -> float32 in [0, 1]: the same values as uint8 / 255.0 in float32, by one lookup.
 _UNIT8 = np.arange(256, dtype=np.float32) / 255.0
 
 
-@dataclass(frozen=True)
-class Structure:
-    """What the file's headers say it will cost to decode."""
-
-    format: str  # "png" or "jpeg"
-    width: int
-    height: int
-    decoded_bytes: int  # the largest buffer decoding will hold (before draft reduction for PNG)
-    # A plain 8-bit grayscale PNG (IHDR with a valid CRC, not interlaced, then only IDATs and
-    # IEND): where its zlib data lies, (start, end) per IDAT. Empty for any other file.
-    gray8_idat: tuple[tuple[int, int], ...] = ()
-
-
-def sniff(raw: bytes) -> str:
-    if raw.startswith(PNG_MAGIC):
-        return "png"
-    if raw.startswith(JPEG_MAGIC):
-        return "jpeg"
-    raise RequestError(415, "unsupported_image", "The body is not a PNG or JPEG image (checked by its first bytes).")
-
-
-def png_structure(raw: bytes, limits: Limits) -> Structure:
-    """Walk the chunks (at most max_image_chunks of them): IHDR gives size, depth and colour."""
-    pos, count, width, height, raw_bpp, mode_bpp = len(PNG_MAGIC), 0, 0, 0, 0.0, 1
-    kind, plain, idat = b"", False, []  # plain: IHDR first, 8-bit grey, not interlaced, CRC right
-    while pos + 8 <= len(raw):
-        length, kind = struct.unpack_from(">I4s", raw, pos)
-        count += 1
-        if count > limits.max_image_chunks:
-            raise RequestError(
-                413, "too_many_chunks", f"The PNG has more than {limits.max_image_chunks} chunks (max_image_chunks)."
-            )
-        if kind == b"IHDR" and length >= 13:
-            w, h, depth, colour = struct.unpack_from(">IIBB", raw, pos + 8)
-            channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour, 4)
-            # Pillow decodes by the last IHDR before the image data and ignores any after it:
-            # the cost counted is the largest any IHDR declares, so none can hide another's.
-            if w * h >= width * height:
-                width, height = w, h
-            raw_bpp = max(raw_bpp, channels * depth / 8)
-            mode_bpp = max(mode_bpp, 2 if (colour == 0 and depth == 16) else (1 if channels == 1 else 4))
-            plain = count == 1 and length == 13 and raw[pos + 16 : pos + 21] == b"\x08\x00\x00\x00\x00"
-            plain = plain and raw[pos + 21 : pos + 25] == zlib.crc32(raw[pos + 4 : pos + 21]).to_bytes(4, "big")
-        elif kind == b"tRNS":
-            mode_bpp = 4  # composited as RGBA / LA
-        elif kind == b"IEND":
-            break
-        elif kind == b"IDAT" and count == len(idat) + 2:  # right after IHDR or another IDAT
-            idat.append((pos + 8, pos + 8 + length))
-        pos += 12 + length
-    if not width:
-        raise RequestError(400, "invalid_image", "The PNG has no valid IHDR header.")
-    # Exactly IHDR, IDAT..., IEND: any other chunk makes the count run ahead of the IDATs.
-    plain = plain and height > 0 and kind == b"IEND" and count == len(idat) + 2
-    decoded = int(width * height * max(raw_bpp, mode_bpp))
-    return Structure("png", width, height, decoded, tuple(idat) if plain else ())
-
-
-def jpeg_structure(raw: bytes, limits: Limits) -> Structure:
-    """Walk the markers, counting scans (at most max_jpeg_scans); the frame header gives size.
-
-    A progressive JPEG keeps every DCT coefficient of the full image in memory (2 bytes each)
-    and decodes each scan over it, so its cost is scans x pixels, whatever the draft scale.
-    """
-    pos, scans, width, height, decoded = 2, 0, 0, 0, 0
-    while pos + 4 <= len(raw):
-        if raw[pos] != 0xFF:
-            pos = raw.find(b"\xff", pos)  # inside entropy-coded data: skip to the next marker
-            if pos < 0:
-                break
-            continue
-        marker = raw[pos + 1]
-        if marker == 0xFF or marker == 0x00 or marker in _STANDALONE:  # fill byte, stuffed byte, RSTn
-            pos += 1 if marker == 0xFF else 2
-            if marker == 0xD9:
-                break
-            continue
-        (length,) = struct.unpack_from(">H", raw, pos + 2)
-        if marker in _SOF and pos + 10 <= len(raw):
-            h, w, components = struct.unpack_from(">HHB", raw, pos + 5)
-            if marker in _PROGRESSIVE:  # every coefficient of the full image, 2 bytes each
-                cost = w * h * components * 2
-            else:  # streamed, and decoded at the draft scale
-                cost = w * h * 4 // draft_scale(w, h) ** 2
-            # libjpeg decodes the first frame, Pillow sizes by the last before the first scan:
-            # as for PNG, the largest frame any header declares is what is counted.
-            if w * h >= width * height:
-                width, height = w, h
-            decoded = max(decoded, cost)
-        elif marker == _SOS:
-            scans += 1
-            if scans > limits.max_jpeg_scans:
-                raise RequestError(
-                    413, "too_many_scans", f"The JPEG has more than {limits.max_jpeg_scans} scans (max_jpeg_scans)."
-                )
-        pos += 2 + length
-    if not width:
-        raise RequestError(400, "invalid_image", "The JPEG has no frame header.")
-    return Structure("jpeg", width, height, decoded)
-
-
-def draft_scale(width: int, height: int) -> int:
-    """The JPEG draft scale (1, 2, 4 or 8) that keeps the long side at least WORK_SIDE."""
-    scale = 1
-    while scale < 8 and max(width, height) // (scale * 2) >= WORK_SIDE:
-        scale *= 2
-    return scale
-
-
-def check_cost(structure: Structure, limits: Limits) -> None:
-    pixels = structure.width * structure.height
-    if pixels > limits.max_image_pixels:
-        raise RequestError(
-            413,
-            "image_too_large",
-            f"The image is {structure.width}x{structure.height} = {pixels} pixels; "
-            f"the limit is {limits.max_image_pixels} (max_image_pixels).",
-        )
-    if structure.decoded_bytes > limits.max_decoded_bytes:
-        raise RequestError(
-            413,
-            "image_too_large",
-            f"Decoding this {structure.width}x{structure.height} {structure.format.upper()} needs "
-            f"{structure.decoded_bytes} bytes; the limit is {limits.max_decoded_bytes} (max_decoded_bytes). "
-            "Send a smaller or 8-bit image.",
-        )
-
-
 def decode_gray(raw: bytes, limits: Limits) -> np.ndarray:
-    """PNG or JPEG bytes -> float32 grayscale in [0, 1], long side <= WORK_SIDE, as a viewer shows it."""
-    kind = sniff(raw)
-    try:
-        structure = png_structure(raw, limits) if kind == "png" else jpeg_structure(raw, limits)
-    except struct.error as e:
-        raise RequestError(400, "invalid_image", f"The {kind.upper()} headers are truncated.") from e
-    check_cost(structure, limits)
+    """PNG, JPEG or WebP bytes -> float32 grayscale in [0, 1], long side <= WORK_SIDE, as a viewer shows it."""
+    kind, structure = read_structure(raw, limits)
     if structure.gray8_idat and max(structure.width, structure.height) <= WORK_SIDE:
         gray = _plain_gray8(raw, structure)
         if gray is not None:
             return gray
+    with _opened(raw, kind, "L", 0) as image:
+        return _as_shown(image)
+
+
+def decode_colour(raw: bytes, limits: Limits, short_side: int) -> Image.Image:
+    """PNG, JPEG or WebP bytes -> an 8-bit RGB image as a viewer on a white page shows it, its
+    short side reduced (in C) to no less than `short_side`: the model's resize before its crop.
+
+    Grayscale is converted (three equal channels), 16-bit samples are scaled, transparency is
+    composited onto white, EXIF orientation applied, first frame only: the same cost checks as
+    `decode_gray`, before a pixel is decoded.
+    """
+    kind, _ = read_structure(raw, limits, short_side)
+    with _opened(raw, kind, "RGB", short_side) as image:
+        if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+            image = _to_8bit(image)
+        elif image.has_transparency_data and "A" not in image.getbands():
+            image = image.convert("RGBA")  # a palette's or tRNS transparency, as an alpha band
+        elif image.mode in ("1", "P", "CMYK", "YCbCr", "LAB", "HSV"):
+            image = image.convert("RGB")  # modes Image.reduce does not take, or not RGB
+        factor = _reduction(image.size, short_side)
+        if factor > 1:  # box-average in C while the image is large
+            image = image.reduce(factor)
+        if "A" in image.getbands():
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        return image.convert("RGB")
+
+
+@contextlib.contextmanager
+def _opened(raw: bytes, kind: str, draft_mode: str, short_side: int) -> Iterator[Image.Image]:
+    """The first frame, decoded (a JPEG at its draft scale) and upright; any decoding error
+    is the request's 400."""
     try:
         with Image.open(io.BytesIO(raw), formats=_FORMATS[kind]) as image:
-            if kind == "jpeg":  # libjpeg decodes straight to 1/2..1/8 scale, in grayscale
-                scale = draft_scale(*image.size)
-                image.draft("L", (image.width // scale, image.height // scale))
+            if kind == "jpeg":  # libjpeg decodes straight to 1/2..1/8 scale
+                scale = draft_scale(*image.size, short_side)
+                image.draft(draft_mode, (image.width // scale, image.height // scale))
             image.load()  # the first frame only, for an animated PNG
             ImageOps.exif_transpose(image, in_place=True)  # in place: no copy when upright
-            return _as_shown(image)
+            yield image
     except (OSError, SyntaxError, ValueError, struct.error, Image.DecompressionBombError) as e:
         raise RequestError(400, "invalid_image", f"The image could not be decoded: {e}.") from e
+
+
+def _reduction(size: tuple[int, int], short_side: int) -> int:
+    """The largest whole factor that keeps the short side at least `short_side`."""
+    return max(1, min(size) // short_side)
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit or float samples scaled (not clipped) to 8-bit grayscale."""
+    values = np.asarray(image, dtype=np.float32)
+    top = 65535.0 if image.mode != "F" else max(float(values.max()), 1.0)
+    return Image.fromarray(np.clip(values * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), mode="L")
 
 
 def _plain_gray8(raw: bytes, structure: Structure) -> np.ndarray | None:

@@ -189,6 +189,7 @@ def test_every_model_answers_its_example_alone_in_a_batch_and_over_the_protocol(
     assert statuses[0] == statuses[2] == statuses[3] == 200 and 400 <= statuses[1] < 500
     for other in (answers[2], answers[3]):  # one forward pass: rows may differ in the last bits
         assert same_answer(other, answers[0])
-    (out,), (status,) = run(handler, ctx, [{"body": json.dumps(v2_request(spec, 2, "t")).encode()}])
+    body, v2_headers = v2_request(spec, 2, "t")
+    (out,), (status,) = run(handler, ctx, [{"body": body}], [{k.lower(): v for k, v in v2_headers.items()}])
     assert status == 200 and out["model_name"] == FORMATS[runtime].served_name(name) and out["id"] == "t"
     assert [o["shape"][0] for o in out["outputs"]] == [2] * len(out["outputs"])

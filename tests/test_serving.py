@@ -46,8 +46,9 @@ def test_every_model_answers_its_example_in_both_runtimes_and_over_the_protocol(
         assert r.status_code == 200, r.text
         answers.append(r.json())
     assert same_answer(answers[1], answers[0], FORMATS["onnx"].tolerance)
-    v2 = v2_request(spec, 3)
-    r = requests.post(f"{served.inference_url}/v2/models/{name}/infer", json=v2, headers=served.headers(), timeout=60)
+    body, headers = v2_request(spec, 3)
+    url = f"{served.inference_url}/v2/models/{name}/infer"
+    r = requests.post(url, data=body, headers={**served.headers(), **headers}, timeout=60)
     assert r.status_code == 200 and r.json()["model_name"] == name
     assert all(out["shape"][0] == 3 for out in r.json()["outputs"])
 
