@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from bench import budgets, deployments, fairness, sections, worst  # noqa: E402
 from bench.baselines import FLOOR  # noqa: E402
 from bench.points import TORCHSERVE_DEFAULTS, Point  # noqa: E402
+from bench.sections import measured  # noqa: E402
 from bench.worst import Cost  # noqa: E402
 from models.registry import SPECS  # noqa: E402
 from training.export import FORMATS  # noqa: E402
@@ -85,7 +86,7 @@ def runtimes(points: list[Point]) -> list[str]:
         "| served, concurrency 1: p50 ms | served, concurrency 32: samples/s |",
         "|---|---|---|---|---|---|",
     ]
-    for model, spec in SPECS.items():
+    for model, spec in measured(points).items():
         figures = {}
         for runtime in spec.formats:
             name = FORMATS[runtime].served_name(model)
@@ -120,8 +121,9 @@ def table(points: list[Point]) -> list[str]:
 
 
 def plots(points: list[Point], out: Path) -> None:
-    fig, axes = plt.subplots(1, len(SPECS), figsize=(6 * len(SPECS), 4))
-    for ax, model in zip(axes, SPECS, strict=True):
+    models = measured(points)
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4))
+    for ax, model in zip(axes, models, strict=True):
         for stage, name, style, label in (
             ("shipped", model, "o-", "shipped (TorchScript)"),
             ("shipped", FORMATS["onnx"].served_name(model), "^-", "shipped (ONNX Runtime)"),
@@ -142,8 +144,8 @@ def plots(points: list[Point], out: Path) -> None:
     fig.savefig(out / "throughput.png", dpi=100)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(SPECS), figsize=(6 * len(SPECS), 4))
-    for ax, model in zip(axes, SPECS, strict=True):
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4))
+    for ax, model in zip(axes, models, strict=True):
         for stage, name, color in (("shipped", model, "tab:blue"), ("defaults", model, "tab:orange"),
                                    ("floor", FLOOR if model == "digits" else "", "tab:green"),
                                    ("peer", model, "tab:red")):  # fmt: skip
@@ -266,7 +268,7 @@ def _plots(points: list[Point]) -> list[str]:
 
 def _served_against_in_process(points: list[Point]) -> list[str]:
     rows = []
-    for model, spec in SPECS.items():
+    for model, spec in measured(points).items():
         limit = _one(points, stage="in-process", model=model, setting=f"batch {spec.serving.batch_size}")
         served = _one(points, stage="shipped", model=model, concurrency=32)
         ratio = served.throughput / limit.throughput

@@ -11,6 +11,7 @@ from bench.baselines import FLOOR
 from bench.points import CONCURRENCY, Point
 from models.registry import SPECS
 from training.export import FORMATS
+from training.specs import ModelSpec
 
 # TorchServe 0.12.0's frontend (pytorch/serve tag v0.12.0), read for the maxBatchDelay section.
 SRC = "frontend/server/src/main/java/org/pytorch/serve"
@@ -23,6 +24,13 @@ def _pick(points: list[Point], **where) -> list[Point]:
 def _one(points: list[Point], **where) -> Point:
     (p,) = _pick(points, **where)
     return p
+
+
+def measured(points: list[Point]) -> dict[str, ModelSpec]:
+    """The registered models this run measured: a published run predates the models added
+    after it, and its report shows what it measured, no more."""
+    seen = {p.model for p in points}
+    return {name: spec for name, spec in SPECS.items() if name in seen}
 
 
 def verdict(ok: bool) -> str:
@@ -152,7 +160,7 @@ def shipped_configuration(points: list[Point]) -> list[str]:
     """Per model: the serving settings and runtime, with the figures that chose them."""
     out = ["| model | runtime choice (shipped points: c=1 p50 ms, c=32 samples/s) | serving settings |",
            "|---|---|---|"]  # fmt: skip
-    for model, spec in SPECS.items():
+    for model, spec in measured(points).items():
         figures = []
         for runtime in spec.formats:
             name = FORMATS[runtime].served_name(model)

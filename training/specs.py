@@ -130,6 +130,9 @@ class ModelSpec:
     data_files: tuple[Path, ...] = ()
     # Maps a weights file's tensors onto the network's state_dict names (default: as they are).
     adapt_weights: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] = lambda state: state
+    # Where the weights, the network's code and the data come from, under which licences:
+    # (what, source) pairs, written into the model card.
+    provenance: tuple[tuple[str, str], ...] = ()
 
     @property
     def classifier(self) -> bool:

@@ -55,8 +55,8 @@ def archive_sources(spec: ModelSpec) -> list[Path]:
 
 def fingerprint(sources: list[Path], *settings: object) -> str:
     h = hashlib.sha256(json.dumps(settings, default=str).encode())
-    for f in sources:
-        h.update(f.relative_to(ROOT).as_posix().encode() + f.read_bytes())
+    for f in sources:  # by their place in the repository (a module may live outside it)
+        h.update((f.relative_to(ROOT) if f.is_relative_to(ROOT) else f).as_posix().encode() + f.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -114,6 +114,7 @@ def model_card(spec: ModelSpec, out_dir: Path, version: str, runtime: str, gates
         "gates": [g.to_dict() for g in gates],
         "serving": {**asdict(spec.serving), "response_timeout_s": spec.serving.timeout_s},
         "schema": codec_for(spec.contract.kind).schema(spec.contract),
+        "provenance": dict(spec.provenance),
     }
 
 
