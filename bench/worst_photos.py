@@ -26,8 +26,8 @@ def photo_progressive_at_limit(side: int = 1180) -> bytes:
     return save(Image.fromarray(noise, "RGB"), "JPEG", quality=90, progressive=True)
 
 
-def png_16bit_gray_at_limit(side: int = 2048) -> bytes:
-    """Accepted by a colour model: a 16-bit greyscale gradient filling 8 MiB, scaled then made RGB."""
+def png_16bit_gray_at_limit(side: int = 1448) -> bytes:
+    """Accepted by a colour model: a 16-bit greyscale gradient whose 32-bit read fills 8 MiB."""
     return save(Image.fromarray(np.tile((np.arange(side) * 31).astype(np.uint16), (side, 1))), "PNG")
 
 
@@ -62,7 +62,7 @@ def cases() -> list[tuple[str, str, str, bytes, str, int]]:
     return [
         ("photo_panorama_at_pixel_limit", MODEL, jpeg, photo_panorama_at_pixel_limit(), "16384x1024 JPEG", 200),
         ("photo_progressive_at_limit", MODEL, jpeg, photo_progressive_at_limit(), "1180x1180 colour noise", 200),
-        ("photo_16bit_gray_at_limit", MODEL, png, png_16bit_gray_at_limit(), "2048x2048 16-bit grey", 200),
+        ("photo_16bit_gray_at_limit", MODEL, png, png_16bit_gray_at_limit(), "1448x1448 16-bit grey", 200),
         ("photo_json_pixels", MODEL, "application/json", photo_json_pixels(), "3x224x224 JSON pixels", 413),
         ("photo_declaring_30000", MODEL, png, png_declaring(), "~2 KB PNG declaring 30000x30000", 413),
         ("photo_cmyk_jpeg", MODEL, jpeg, jpeg_cmyk(), "640x640 CMYK JPEG", 200),

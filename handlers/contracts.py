@@ -44,6 +44,8 @@ class ImageContract:
         _as_names(self, "labels")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.side < 1 or self.top_k < 1:
+            raise ValueError(f"side ({self.side}) and top_k ({self.top_k}) must be at least 1")
         if self.preprocess not in PREPROCESSING:
             raise ValueError(f"preprocess {self.preprocess!r} is not one of {PREPROCESSING}")
         if self.channels not in (1, 3):

@@ -60,8 +60,8 @@ def decode_colour(raw: bytes, limits: Limits, short_side: int) -> Image.Image:
     """
     kind, _ = read_structure(raw, limits, short_side)
     with _opened(raw, kind, "RGB", short_side) as image:
-        if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-            image = _to_8bit(image)
+        if image.mode.startswith("I;16"):
+            image = image.convert("I")  # 32-bit, in C: Image.reduce takes it, and scales come after
         elif image.has_transparency_data and "A" not in image.getbands():
             image = image.convert("RGBA")  # a palette's or tRNS transparency, as an alpha band
         elif image.mode in ("1", "P", "CMYK", "YCbCr", "LAB", "HSV"):
@@ -69,6 +69,8 @@ def decode_colour(raw: bytes, limits: Limits, short_side: int) -> Image.Image:
         factor = _reduction(image.size, short_side)
         if factor > 1:  # box-average in C while the image is large
             image = image.reduce(factor)
+        if image.mode in ("I", "F"):
+            image = _to_8bit(image)  # on the reduced image
         if "A" in image.getbands():
             rgba = image.convert("RGBA")
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -88,7 +90,7 @@ def _opened(raw: bytes, kind: str, draft_mode: str, short_side: int) -> Iterator
             image.load()  # the first frame only, for an animated PNG
             ImageOps.exif_transpose(image, in_place=True)  # in place: no copy when upright
             yield image
-    except (OSError, SyntaxError, ValueError, struct.error, Image.DecompressionBombError) as e:
+    except (OSError, SyntaxError, ValueError, ZeroDivisionError, struct.error, Image.DecompressionBombError) as e:
         raise RequestError(400, "invalid_image", f"The image could not be decoded: {e}.") from e
 
 

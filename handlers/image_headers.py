@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from handlers.codec import Limits, RequestError
 
@@ -182,10 +182,11 @@ def draft_scale(width: int, height: int, short_side: int = 0) -> int:
 
 
 def _kept(width: int, height: int, factor: int, short_side: int) -> bool:
-    """Whether reducing by `factor` keeps the detail preprocessing needs."""
+    """Whether reducing by `factor` keeps the detail preprocessing needs (and a pixel of the
+    short side: a 4096 x 4 strip is not drafted to nothing)."""
     if short_side:
         return min(width, height) // factor >= short_side
-    return max(width, height) // factor >= WORK_SIDE
+    return max(width, height) // factor >= WORK_SIDE and min(width, height) // factor >= 1
 
 
 def check_cost(structure: Structure, limits: Limits) -> None:
@@ -220,5 +221,9 @@ def read_structure(raw: bytes, limits: Limits, short_side: int = 0) -> tuple[str
             structure = jpeg_structure(raw, limits, short_side)
     except struct.error as e:
         raise RequestError(400, "invalid_image", f"The {kind.upper()} headers are truncated.") from e
+    if short_side and kind == "png":  # a colour read converts (palette, 16-bit) at full size first
+        structure = replace(
+            structure, decoded_bytes=max(structure.decoded_bytes, structure.width * structure.height * 4)
+        )
     check_cost(structure, limits)
     return kind, structure

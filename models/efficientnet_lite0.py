@@ -16,9 +16,8 @@ No labelled ImageNet data can be had here, so the quality gate is what is: 7 rea
 from installed packages (models/imagenet/photos.json), each also halved in size, re-encoded as
 a JPEG and mirrored, each image's top-1 checked against the classes that name what the photo
 shows. It proves the weights, preprocessing and class names line up on real photos, and that
-these changes do not move the answer; it measures nothing like ImageNet accuracy (75.1 % top-1
-as published for Lite0). The parity gates add 17 more images of every mode (grayscale, RGBA,
-JPEG, 16-bit).
+these changes do not move the answer; it is no measure of ImageNet accuracy. The parity gates
+add 17 more images (grayscale, RGB and RGBA; JPEG and PNG).
 
     tsforge build --model efficientnet_lite0 && tsforge predict --model efficientnet_lite0 examples/coffee.jpg
 """

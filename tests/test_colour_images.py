@@ -163,11 +163,13 @@ def test_the_archive_records_the_preprocessing_and_describe_and_metadata_say_it(
         {"preprocess": "crop"},
         {"preprocess": "center_crop", "resize": 7},
         {"preprocess": "digit", "channels": 3},
+        {"top_k": 0},
+        {"side": 0},
     ],
 )
 def test_a_contract_that_cannot_work_is_refused_where_it_is_declared(fields):
     with pytest.raises(ValueError):
-        ImageContract(labels=("a",), side=8, **fields)
+        ImageContract(**{"labels": ("a",), "side": 8, **fields})
 
 
 def test_the_quality_metrics_can_fail():
@@ -252,7 +254,7 @@ def test_protocol_tensors_take_either_layout_and_uint8():
         (expected.transpose(0, 2, 3, 1), "FP32"),
     ):
         assert np.allclose(rows(data, datatype), expected, atol=1e-6), (data.shape, datatype)
-    for data, datatype in ((hwc.astype(np.int32) + 255, "UINT8"), (expected * 2, "FP32")):
+    for data, datatype in ((hwc.astype(np.int32) + 255, "UINT8"), (expected * 2, "FP32"), (chw + 0.5, "UINT8")):
         with pytest.raises(RequestError) as error:
             rows(data, datatype)
         assert error.value.code == "out_of_range"
@@ -272,3 +274,27 @@ def test_the_photo_gate_saw_exactly_what_the_handler_feeds_the_model(built, tmp_
     served = codec.decode_request(Payload(body, "image/jpeg"), handler.contract, handler.limits).rows
     assert np.array_equal(served, lite0._model_inputs([body]).numpy())
     assert handler.contract == LITE0
+
+
+def test_header_sizes_of_every_webp_form_and_thin_or_palette_images_stay_4xx():
+    from handlers.image_headers import read_structure
+
+    red = Image.new("RGB", (40, 30), (255, 0, 0))
+    frames = [red, Image.new("RGB", (40, 30), (0, 255, 0))]
+    for body in (
+        encoded(red, "WEBP", quality=90),  # VP8
+        encoded(red, "WEBP", lossless=True),  # VP8L
+        encoded(frames[0], "WEBP", save_all=True, append_images=frames[1:]),  # VP8X + ANMF
+    ):
+        _, structure = read_structure(body, LIMITS)
+        assert (structure.format, structure.width, structure.height) == ("webp", 40, 30), body[12:16]
+    thin = encoded(Image.new("L", (4096, 4), 128), "JPEG")
+    for contract in (SMALL, ImageContract(labels=("a",), side=8, preprocess="resize")):
+        assert pixels(thin, contract, "image/jpeg").shape[-1] == 8  # decoded, not a 500
+    # A 2896 x 2896 palette PNG is 1 KB and 8 MiB as palette indices, but a colour read
+    # converts it at full size (4 bytes a pixel): counted so, and refused before decoding.
+    palette = Image.new("P", (2896, 2896), 1)
+    palette.putpalette([0, 0, 0, 200, 30, 30] + [0] * 762)
+    with pytest.raises(RequestError) as error:
+        pixels(encoded(palette), LITE0)
+    assert error.value.status == 413 and "max_decoded_bytes" in error.value.detail

@@ -152,8 +152,8 @@ def _v2_pixels(doc: dict[str, Any], contract: ImageContract, limits: Limits) -> 
         shape, channels_last = (contract.side, contract.side, 3), True
     rows = decode_v2(doc, shape, limits)
     if tensor.get("datatype") == "UINT8":
-        if rows.min() < 0 or rows.max() > 255:
-            raise RequestError(400, "out_of_range", "UINT8 data values must lie in 0..255.")
+        if rows.min() < 0 or rows.max() > 255 or not np.array_equal(rows, np.round(rows)):
+            raise RequestError(400, "out_of_range", "UINT8 data values must be whole numbers in 0..255.")
         rows = rows / np.float32(255.0)
     else:
         _check_range(rows, "data")
