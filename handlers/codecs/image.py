@@ -42,12 +42,7 @@ def model_pixels(gray: np.ndarray, contract: ImageContract) -> np.ndarray:
     if contract.preprocess == "digit":
         return to_model_pixels(gray)
     image = Image.fromarray(np.asarray(gray, np.float32), mode="F")
-    if contract.preprocess == "center_crop":
-        return np.asarray(
-            image.resize((contract.side,) * 2, Image.Resampling.BILINEAR, box=_crop_box(image.size, contract)),
-            np.float32,
-        )
-    return np.asarray(image.resize((contract.side, contract.side), Image.Resampling.BILINEAR), np.float32)
+    return np.asarray(_resized(image, contract), np.float32)
 
 
 def colour_pixels(image: Image.Image, contract: ImageContract) -> np.ndarray:
@@ -56,10 +51,13 @@ def colour_pixels(image: Image.Image, contract: ImageContract) -> np.ndarray:
     center_crop resizes only the box that the crop keeps, in one antialiased resampling (the
     same pixels as resizing the whole image, then cropping, up to rounding at the edges).
     """
-    side = contract.side
+    return (np.asarray(_resized(image, contract), np.float32) / 255.0).transpose(2, 0, 1)
+
+
+def _resized(image: Image.Image, contract: ImageContract) -> Image.Image:
+    """side x side by "resize" (the whole image) or "center_crop" (the crop box only)."""
     box = _crop_box(image.size, contract) if contract.preprocess == "center_crop" else None
-    resized = image.resize((side, side), Image.Resampling.BILINEAR, box=box)
-    return (np.asarray(resized, np.float32) / 255.0).transpose(2, 0, 1)
+    return image.resize((contract.side, contract.side), Image.Resampling.BILINEAR, box=box)
 
 
 def _crop_box(size: tuple[int, int], contract: ImageContract) -> tuple[float, float, float, float]:
