@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from typing import Any
@@ -31,6 +32,7 @@ from handlers.codec import (
     undecodable,
 )
 from handlers.codecs import codec_for
+from handlers.monitoring import OUTCOMES, Counts, Monitor
 from handlers.scheduling import Job
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ MODEL_CARD = "model_card.json"
 # Measured on 2 cores (README, "Worker threads"): one intra-op thread per worker wins once
 # requests arrive concurrently, since TorchServe's batching already fills both cores.
 DEFAULT_THREADS = 1
+# How often a worker sends its monitoring counts to the frontend: a few metric lines every
+# few seconds, whatever the traffic, instead of lines on every request (README, "Monitoring").
+FLUSH_SECONDS = 2.0
 
 
 def is_management_describe(context: Any) -> bool:
@@ -96,6 +101,10 @@ class BatchHandler:
         self.runtime = runtime.load(os.path.join(self.model_dir, serialized), device, self.threads)
         with open(os.path.join(self.model_dir, MODEL_CARD)) as f:
             self.card = json.load(f)
+        profile = self.card.get("reference_profile")
+        self.monitor = Monitor(profile, self.contract, self.codec.input_signals) if profile else None
+        if self.monitor is not None and context.metrics is not None:
+            threading.Thread(target=self._send_counts, args=(context.metrics,), daemon=True).start()
         self.initialized = True
 
     def decode(self, payload: Payload) -> Decoded:
@@ -136,11 +145,15 @@ class BatchHandler:
         passes = scheduling.plan_passes(served, self.limits.max_pass_cost)
         results = [result for jobs_of_pass in passes for result in scheduling.run_isolated(jobs_of_pass, self._forward)]
         inferred_at = time.perf_counter()
+        answered: list[tuple[np.ndarray, np.ndarray]] = []
         for job, outputs, error in results:
             if error is None:
-                responses[job.index] = self._answer(context, job.index, outputs, job.item)
+                responses[job.index], ok = self._answer(context, job.index, outputs, job.item)
+                if ok:
+                    answered.append((job.item.rows, outputs))
             else:
                 responses[job.index] = self._failed(context, job.index, "inference_failed", error)
+        self._observe(answered)
         if served:
             self._count(context, "Batches", "BatchSize", str(len(served)))
             self._time(context, "PreprocessMs", decoded_at - started)
@@ -154,8 +167,65 @@ class BatchHandler:
         bounds = np.cumsum([job.rows for job in jobs])[:-1]
         return np.split(outputs, bounds)
 
+    def _observe(self, answered: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Count the answered rows into the reference buckets; monitoring never fails a request."""
+        if self.monitor is None:
+            return
+        if not answered:
+            return
+        self.monitor.count("answered", len(answered))
+        try:
+            self.monitor.observe([rows for rows, _ in answered], [outputs for _, outputs in answered])
+        except Exception:
+            logger.exception("monitoring could not count a batch (its answers went out as usual)")
+
+    def _send_counts(self, metrics: Any) -> None:
+        """The worker's monitoring thread: the reference shares and every series at zero once (so
+        Prometheus sees each bucket from the start), then the counts every FLUSH_SECONDS."""
+        monitor = self.monitor
+        for (side, signal, bucket), share in monitor.reference():
+            self._emit(
+                metrics, "MonitorReferenceShare", share, Side=side, Signal=signal, Bucket=str(bucket), gauge=True
+            )
+            self._emit(metrics, "MonitorRows", 0, Side=side, Signal=signal, Bucket=str(bucket))
+        stats = monitor.profile["stats"]
+        if "mean_confidence" in stats:
+            self._emit(metrics, "MonitorReference", stats["mean_confidence"], Stat="mean_confidence", gauge=True)
+            self._emit(metrics, "MonitorConfidenceSum", 0.0)
+        for outcome in OUTCOMES:
+            self._emit(metrics, "MonitorRequests", 0, Outcome=outcome)
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            try:
+                self._send(metrics, monitor.take())
+            except Exception:
+                logger.exception("monitoring counts could not be sent")
+
+    def _send(self, metrics: Any, counts: Counts) -> None:
+        for (side, signal, bucket), rows in counts.rows.items():
+            self._emit(metrics, "MonitorRows", rows, Side=side, Signal=signal, Bucket=str(bucket))
+        if counts.confidence_sum:
+            self._emit(metrics, "MonitorConfidenceSum", counts.confidence_sum)
+        for outcome, n in counts.requests.items():
+            self._emit(metrics, "MonitorRequests", n, Outcome=outcome)
+
+    def _emit(self, metrics: Any, name: str, value: float, gauge: bool = False, **dimensions: str) -> None:
+        """One metric line to the frontend, labelled with the model and its version (two
+        versions in a rolling update each have their own reference)."""
+        from ts.metrics.dimension import Dimension
+        from ts.metrics.metric_type_enum import MetricTypes
+
+        labels = {"ModelName": self.model_name, "Level": "Model", "Version": self.model_version, **dimensions}
+        dims = [Dimension(k, v) for k, v in labels.items()]
+        if gauge:
+            metrics.add_metric(name, value, "value", None, dims, MetricTypes.GAUGE)
+        else:
+            metrics.add_counter(name, value, None, dims)
+
     def _refuse(self, context: Any, idx: int, responses: list[str | bytes], error: RequestError) -> None:
         self._count(context, "RejectedRequests", "Reason", error.code)
+        if self.monitor is not None:
+            self.monitor.count("rejected")
         responses[idx] = self._reply(context, idx, error.status, error.body())
 
     def _failed(self, context: Any, idx: int, code: str, error: Exception) -> str:
@@ -163,15 +233,19 @@ class BatchHandler:
         request_id = (context.get_request_id(idx) if context.request_ids else None) or uuid.uuid4().hex
         logger.error("request %s failed (%s)", request_id, code, exc_info=error)
         self._count(context, "FailedRequests", "Reason", code)
+        if self.monitor is not None:
+            self.monitor.count("failed")
         detail = f"The model could not answer this request; the server log has the cause under id {request_id}."
         return self._reply(context, idx, 500, {"error": code, "detail": detail, "request_id": request_id})
 
-    def _answer(self, context: Any, idx: int, outputs: np.ndarray, decoded: Decoded) -> str | bytes:
-        """The 200 answer for one request, or its own error: never NaN or Infinity in a body."""
+    def _answer(self, context: Any, idx: int, outputs: np.ndarray, decoded: Decoded) -> tuple[str | bytes, bool]:
+        """The 200 answer for one request (and True), or its own error: never NaN or Infinity in a body."""
         if not np.isfinite(outputs).all():
             error = non_finite_output(decoded)
             self._count(context, "RejectedRequests", "Reason", error.code)
-            return self._reply(context, idx, error.status, error.body())
+            if self.monitor is not None:
+                self.monitor.count("rejected")
+            return self._reply(context, idx, error.status, error.body()), False
         try:
             body = self.encode(outputs, decoded)
             if decoded.binary_outputs:  # the protocol's binary extension, as the client asked
@@ -180,10 +254,10 @@ class BatchHandler:
                     context.set_response_content_type(idx, "application/octet-stream")
                     context.set_response_header(idx, BINARY_HEADER, str(header_length))
                     context.set_response_header(idx, VERSION_HEADER, self.model_version)
-                    return data
-            return self._reply(context, idx, 200, body)
+                    return data, True
+            return self._reply(context, idx, 200, body), True
         except Exception as e:
-            return self._failed(context, idx, "encode_failed", e)
+            return self._failed(context, idx, "encode_failed", e), False
 
     def _reply(self, context: Any, idx: int, status: int, body: Any) -> str:
         context.set_response_content_type(idx, JSON)

@@ -4,6 +4,7 @@ tokenize exactly alike."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -33,3 +34,30 @@ def pack(encodings: list, length: int | None = None) -> np.ndarray:
 def trim_padding(rows):
     """Rows (NumPy or torch) cut to the longest sequence among them: padding past it is idle."""
     return rows[..., : max(1, int(rows[:, 1].sum(-1).max()))]
+
+
+@dataclass(frozen=True)
+class TokenKinds:
+    """Per token id: special ([CLS], [SEP], <s>...), unknown, or the continuation of a word."""
+
+    special: np.ndarray
+    unknown: np.ndarray
+    continuation: np.ndarray
+
+
+@cache
+def token_kinds(path: str, max_tokens: int) -> TokenKinds:
+    """The vocabulary's token kinds, once per worker. WordPiece marks a continuation with "##";
+    SentencePiece-style vocabularies mark a word's start with "▁" instead."""
+    tok = tokenizer(path, max_tokens)
+    vocab = tok.get_vocab(with_added_tokens=True)
+    size = max(vocab.values()) + 1
+    special, unknown, continuation = (np.zeros(size, bool) for _ in range(3))
+    added = {t.content for t in tok.get_added_tokens_decoder().values() if t.special}
+    unk = getattr(tok.model, "unk_token", None)
+    wordpiece = any(t.startswith("##") for t in vocab)
+    for token, i in vocab.items():
+        special[i] = token in added
+        unknown[i] = token == unk
+        continuation[i] = token.startswith("##") if wordpiece else not token.startswith("▁")
+    return TokenKinds(special, unknown, continuation)

@@ -7,11 +7,13 @@ cd "$(dirname "$0")/.."
 
 java_ok() { command -v java >/dev/null && java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])'; }
 # Debian packages: a Java runtime for TorchServe, docker-compose to validate docker/ (the
-# tests run `docker-compose config`; no Docker engine is needed for that), hey for the benchmark.
+# tests run `docker-compose config`; no Docker engine is needed for that), hey for the benchmark,
+# prometheus for the monitoring tests.
 missing=()
 java_ok || missing+=(openjdk-17-jre-headless)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v hey >/dev/null || missing+=(hey)  # the HTTP load generator of `make bench`
+command -v promtool >/dev/null || missing+=(prometheus)  # the monitoring rules' tests (promtool, a live Prometheus)
 if ((${#missing[@]})); then
   echo "bootstrap: apt-get install ${missing[*]}" >&2
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -21,7 +21,7 @@ LAYERS = [
     ("handlers",),  # codecs, contracts, the handler: serving inside TorchServe
     ("training",),  # specs, training, export, gates
     ("models",),  # one module per model, and the registry above them
-    ("tsforge.packaging", "tsforge.server", "tsforge.deploy"),
+    ("tsforge.packaging", "tsforge.server", "tsforge.deploy", "tsforge.monitoring"),
     ("bench",),  # not installed: the benchmark over all of the above
     ("tsforge.cli",),  # the one entry point (`tsforge bench` runs the checkout's bench/)
 ]

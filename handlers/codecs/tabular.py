@@ -78,6 +78,11 @@ def encode_outputs(outputs: np.ndarray, decoded: Decoded, contract: TabularContr
     return answers_[0] if decoded.form == "single" else answers_
 
 
+def input_signals(rows: np.ndarray, contract: TabularContract) -> dict[str, np.ndarray]:
+    """Every feature's raw value, per row."""
+    return {name: rows[:, i] for i, name in enumerate(contract.features)}
+
+
 def oip_metadata(contract: TabularContract) -> dict[str, list[dict[str, Any]]]:
     """The tensors `decode_request` and `encode_outputs` take and give in the protocol's form."""
     if contract.labels is None:

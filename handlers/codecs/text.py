@@ -15,7 +15,7 @@ import numpy as np
 from handlers import oip
 from handlers.codec import Decoded, Limits, Payload, RequestError, check_media_type, check_size
 from handlers.contracts import TextContract
-from handlers.tokens import pack, tokenizer
+from handlers.tokens import pack, token_kinds, tokenizer
 
 ACCEPTED_MEDIA = ("text/plain", "application/json")
 # A transformer's work grows with every row padded to the longest in its pass.
@@ -115,6 +115,22 @@ def encode_outputs(outputs: np.ndarray, decoded: Decoded, contract: TextContract
         for row, cut in zip(outputs, decoded.truncated, strict=True)
     ]
     return answers[0] if decoded.form == "single" else answers
+
+
+def input_signals(rows: np.ndarray, contract: TextContract) -> dict[str, np.ndarray]:
+    """Per text, from its token ids and mask: the token count, the share of unknown tokens, and
+    word pieces per word (a text in a language the vocabulary was not made for splits into
+    many pieces long before its tokens are unknown)."""
+    ids, mask = rows[:, 0], rows[:, 1].astype(bool)
+    kinds = token_kinds(contract.tokenizer, contract.max_tokens)
+    real = mask & ~kinds.special[ids]
+    tokens = real.sum(1)
+    words = (real & ~kinds.continuation[ids]).sum(1)
+    return {
+        "tokens": mask.sum(1).astype(np.float64),
+        "unknown_share": (real & kinds.unknown[ids]).sum(1) / np.maximum(tokens, 1),
+        "pieces_per_word": tokens / np.maximum(words, 1),
+    }
 
 
 def oip_metadata(contract: TextContract) -> dict[str, list[dict[str, Any]]]:

@@ -9,6 +9,7 @@ tsforge serve start|stop|status|key  # TorchServe on config.properties
 tsforge predict  --model digits-onnx examples/mnist-7.png
 tsforge demo                         # all of it, then one request per model
 tsforge docker build|wait|models     # images without a registry; compose health; archives baked in
+tsforge monitor [--plot drift.png]   # drift, confidence, errors, traffic per model, from Prometheus
 """
 
 from __future__ import annotations
@@ -180,6 +181,20 @@ def other_verbs(sub) -> None:  # noqa: ANN001
         "the README's figures from it (instead of running)",
     )  # fmt: skip
     s.set_defaults(verb=("benchmark", "cmd_bench"))
+
+    s = sub.add_parser("monitor", help="drift, confidence, errors and traffic per model, from Prometheus")
+    s.add_argument("action", nargs="?", choices=["status", "rules"], default="status",
+                   help="status (default): print, and with --plot draw; rules: write the Prometheus rules")  # fmt: skip
+    s.add_argument("--prometheus", default="http://127.0.0.1:9090", help="Prometheus's URL (compose publishes 9090)")
+    s.add_argument("--plot", metavar="PNG", help="status: draw reference against live shares per signal")
+    s.add_argument("--model", help="status --plot: one model only")
+    s.add_argument("--out", default="docker/prometheus/rules.yml", help="rules: the file to write")
+    # Defaults live in tsforge.monitoring.rules.Thresholds (importing it here would slow every verb).
+    s.add_argument("--window", help="rules: the span of drift scores and rates, e.g. 15m (default 15m)")
+    s.add_argument("--hold", help="rules: how long a condition lasts before its alert fires (default 5m)")
+    s.add_argument("--psi", type=float, help="rules: the drift alerts' PSI threshold (default 0.25)")
+    s.add_argument("--min-rows", type=int, help="rules: rows in the window before a drift score counts (default 100)")
+    s.set_defaults(verb=("monitor", "cmd_monitor"))
 
     s = sub.add_parser("docker", help="build the images (local bases where no registry answers); wait for health")
     s.add_argument(

@@ -24,6 +24,7 @@ from models.registry import SPECS, module_file
 from training.export import FORMATS, export, loaded, run_gates
 from training.files import write_json
 from training.gates import GateResult, enforce
+from training.profile import reference_profile
 from training.specs import ModelSpec, TrainConfig
 from training.train import CHECKPOINT, METRICS, load_checkpoint, train
 from training.weights import WeightsError, adopt, weights_digest
@@ -32,6 +33,7 @@ from tsforge.packaging.dependencies import local_imports
 from tsforge.paths import ARTIFACTS, MODEL_STORE, ROOT
 
 GATES = "gates.json"
+PROFILE = "profile.json"
 BUILD_STAMP = "build.json"
 # Every name a model is served under, one per format: digits, digits-onnx, diabetes, ...
 SERVED = [FORMATS[fmt].served_name(name) for name, spec in SPECS.items() for fmt in spec.formats]
@@ -83,11 +85,14 @@ def export_and_gate(spec: ModelSpec, out_dir: Path, runtime: str = "torchscript"
     eager, config = load_checkpoint(out_dir / CHECKPOINT, spec)
     splits = spec.splits(config.seed if config else spec.seed)
     target = export_dir(out_dir, runtime)
-    (target / GATES).unlink(missing_ok=True)  # never leave an older verdict beside a new export
+    for stale in (GATES, PROFILE):  # never leave an older verdict or profile beside a new export
+        (target / stale).unlink(missing_ok=True)
     path = export(spec, eager, target, fmt, splits)
-    results = run_gates(spec, eager, loaded(path), splits, fmt)
+    exported = loaded(path)
+    results = run_gates(spec, eager, exported, splits, fmt)
     write_json(target / GATES, [r.to_dict() for r in results])
     enforce(results)
+    write_json(target / PROFILE, reference_profile(spec, exported, splits.test))
     return path, results
 
 
@@ -114,6 +119,8 @@ def model_card(spec: ModelSpec, out_dir: Path, version: str, runtime: str, gates
         "gates": [g.to_dict() for g in gates],
         "serving": {**asdict(spec.serving), "response_timeout_s": spec.serving.timeout_s},
         "schema": codec_for(spec.contract.kind).schema(spec.contract),
+        # What monitoring compares live traffic with (handlers.monitoring, training.profile).
+        "reference_profile": json.loads((export_dir(out_dir, runtime) / PROFILE).read_text()),
         "provenance": dict(spec.provenance),
     }
 
