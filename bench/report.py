@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench import budgets, deployments, fairness, sections, worst  # noqa: E402
+from bench import budgets, deployments, fairness, monitoring_cost, sections, worst  # noqa: E402
 from bench.baselines import FLOOR  # noqa: E402
 from bench.points import TORCHSERVE_DEFAULTS, Point  # noqa: E402
 from bench.sections import measured  # noqa: E402
@@ -172,6 +172,7 @@ def write_report(
     preprocess_figures: dict,
     heavy_light: list[fairness.HeavyBesideLight],
     budget_costs: list[budgets.BudgetCost],
+    monitoring: dict | None = None,
 ) -> None:
     plots(points, out)
     lines = [
@@ -190,12 +191,18 @@ def write_report(
         *_section("Worst case per input class", WORST, "", *worst.table(costs)),
         *_section("Heavy beside light", HEAVY, "", *fairness.table(heavy_light)),
         *_section("Budgets", BUDGETS, "", *budgets.table(budget_costs)),
+        *_section("Monitoring cost", MONITORING, "", *monitoring_cost.table(monitoring)),
         *_deployments(points),
         *_sweep(points),
     ]
     write_text(out / "report.md", "\n".join(lines).strip() + "\n")
 
 
+MONITORING = (
+    "What counting every answered row into its reference buckets costs (bench/monitoring_cost.py): the shipped "
+    "digits archive against the same archive without its reference profile on one server, and each handler in "
+    "process with and without its monitor."
+)
 RESULT_STAGES = ("in-process", "shipped", "floor", "peer", "defaults", "settings")
 BASELINES = (
     "The same exported TorchScript file, the same PNG and the same hey command, in this run: shipped (our "

@@ -14,59 +14,46 @@ import json
 import shutil
 import tempfile
 import time
-import zipfile
 from dataclasses import asdict, replace
 from importlib.metadata import version
 from pathlib import Path
 
 import psutil
-import yaml
 
-from bench import baselines, breakdown, budgets, deployments, fairness, preprocess, report, worst
+from bench import (
+    baselines,
+    breakdown,
+    budgets,
+    deployments,
+    fairness,
+    inprocess,
+    monitoring_cost,
+    preprocess,
+    report,
+    worst,
+)
 from bench.baselines import FLOOR
+from bench.inprocess import BODIES, MODEL_BEHIND
 from bench.points import CONCURRENCY, TORCHSERVE_DEFAULTS, Point, hey, hey_point, percentile
 from models.registry import SPECS
 from training.files import write_json
 from training.specs import ServingConfig
 from tsforge.packaging import archive, build
-from tsforge.paths import ARTIFACTS, CONFIG, EXAMPLES, MODEL_STORE, ROOT
+from tsforge.paths import ARTIFACTS, CONFIG, MODEL_STORE, ROOT
 from tsforge.server import torchserve
-from tsforge.server.client import CONTENT_TYPES
 
-# Each model's request body is its declared example (examples/<file>).
-BODIES = {
-    name: (EXAMPLES / spec.example, CONTENT_TYPES.get(Path(spec.example).suffix.lower(), "application/octet-stream"))
-    for name, spec in SPECS.items()
-}
-# Served name -> the model (and request body) behind it: digits-onnx -> digits.
-MODEL_BEHIND = {**build.MODEL_OF, FLOOR: "digits"}
 # Settings tried for digits at concurrency 32 (full mode): (workers, threads, batch, delay ms).
 SWEEP = [(1, 1, 8, 1), (1, 2, 8, 1), (2, 1, 8, 5), (2, 1, 8, 1), (2, 1, 16, 5), (2, 1, 1, 1), (2, 1, 8, 0)]
 
 
 def in_process(model: str, store: Path, batch: int, seconds: float) -> Point:
     """The served code path without the server: the real handler on real bodies, in a loop."""
-    from ts.context import Context, RequestProcessor
-
-    from handlers.handler import Handler
-
-    with tempfile.TemporaryDirectory() as tmp:
-        with zipfile.ZipFile(store / f"{model}.mar") as z:
-            z.extractall(tmp)
-        manifest = json.loads((Path(tmp) / "MAR-INF" / "MANIFEST.json").read_text())
-        config = yaml.safe_load((Path(tmp) / "model-config.yaml").read_text())
-        ctx = Context(model, tmp, manifest, batch, None, "0.12.0", model_yaml_config=config)
-        handler = Handler()
-        handler.initialize(ctx)
-        path, content_type = BODIES[MODEL_BEHIND[model]]
-        requests = [{"body": path.read_bytes()} for _ in range(batch)]
-        headers = {"body": {"content-type": content_type}}
-        latencies = []
+    latencies = []
+    with inprocess.loaded(model, store, batch) as run_:
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline or len(latencies) < 20:
-            ctx.request_processor = [RequestProcessor(headers) for _ in requests]
             started = time.perf_counter()
-            handler.handle(requests, ctx)
+            run_.call()
             latencies.append(time.perf_counter() - started)
     total = sum(latencies)
     ms = [x * 1000 for x in latencies]
@@ -255,6 +242,25 @@ def ensure_tools() -> None:
         raise SystemExit("hey is missing: scripts/bootstrap.sh installs it (apt-get install hey)")
 
 
+def monitoring_only(out_root: Path = ROOT / "bench" / "results") -> Path:
+    """`tsforge bench --monitoring`: the monitoring cost alone (full-run settings), in its own
+    results.json, which `--publish` merges into the published run."""
+    started = time.time()
+
+    def log(stage: str) -> None:
+        print(f"[bench {time.time() - started:5.0f} s] {stage}", flush=True)
+
+    for spec in SPECS.values():  # the TorchScript archives, each handler's in-process figures
+        build.build(spec, progress=False)
+    figures = monitoring_cost.measure(10.0, monitoring_cost.ROUNDS, log)
+    out = out_root / (time.strftime("%Y-%m-%d-%H%M%S") + "-monitoring")
+    results = {"date": time.strftime("%Y-%m-%d"), "machine": report.machine(), "quick": False, "monitoring": figures}
+    write_json(out / "results.json", results)
+    print("\n".join(monitoring_cost.table(figures)))
+    log(f"results: {out / 'results.json'}")
+    return out
+
+
 def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Path:
     ensure_tools()
     seconds = 1.0 if quick else 10.0
@@ -285,6 +291,7 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
     heavy_light = heavy_beside_light(max(seconds, 5.0), log)
     log("each model's worst forward pass within its budget, in process")
     budget_costs = budgets.measure(ARTIFACTS)
+    monitoring = monitoring_cost.measure(seconds, 1 if quick else monitoring_cost.ROUNDS, log, MODEL_STORE, ARTIFACTS)
     if not quick:  # the deployments build images and start compose and a swarm: full runs only
         path, content_type = BODIES[deployments.MODEL]
         points += deployments.measure(path, content_type, seconds, log)
@@ -305,9 +312,10 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
         "preprocess": preprocess_figures,
         "heavy_beside_light": [asdict(r) for r in heavy_light],
         "budgets": [asdict(b) for b in budget_costs],
+        "monitoring": monitoring,
     }
     write_json(out / "results.json", results)
-    report.write_report(points, out, quick, seconds, costs, preprocess_figures, heavy_light, budget_costs)
+    report.write_report(points, out, quick, seconds, costs, preprocess_figures, heavy_light, budget_costs, monitoring)
     log(f"report: {out / 'report.md'}")
     failed = [p for p in points if p.errors]
     if failed:

@@ -168,14 +168,12 @@ class BatchHandler:
         return np.split(outputs, bounds)
 
     def _observe(self, answered: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        """Count the answered rows into the reference buckets; monitoring never fails a request."""
-        if self.monitor is None:
-            return
-        if not answered:
+        """Keep the answered rows for the monitoring counts; monitoring never fails a request."""
+        if self.monitor is None or not answered:
             return
         self.monitor.count("answered", len(answered))
         try:
-            self.monitor.observe([rows for rows, _ in answered], [outputs for _, outputs in answered])
+            self.monitor.add([rows for rows, _ in answered], [outputs for _, outputs in answered])
         except Exception:
             logger.exception("monitoring could not count a batch (its answers went out as usual)")
 

@@ -41,7 +41,7 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     verdicts = re.findall(
         r"= \*\*([-+\d.]+)(×| ms)?\*\*.*?\(target (≥|≤) ([-\d.]+)(?:×| ms)?\): \*\*(met|missed)\*\*", report
     )
-    assert len(verdicts) == 7, verdicts
+    assert len(verdicts) == 8, verdicts
     for value, _, way, target, said in verdicts:  # each verdict recomputed from its printed figures
         ok = float(value) >= float(target) if way == "≥" else float(value) <= float(target)
         assert said == ("met" if ok else "missed"), (value, way, target, said)
@@ -78,6 +78,12 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
         assert not r["errors"] and set(r["light_statuses"]) == {"200"}, r
         assert set(r["heavy_statuses"]) <= {"200", "429"} and r["heavy_statuses"].get("200", 0) > 0, r
     assert "## Heavy beside light" in report and "| minilm |" in report.split("## Heavy beside light")[1]
+    # What monitoring costs: the served A/B measured, and every model's handler in process.
+    monitoring = data["monitoring"]
+    assert all(v > 0 for v in monitoring["served"]["monitored"] + monitoring["served"]["unmonitored"])
+    assert {c["model"] for c in monitoring["in_process"]} == set(SPECS)
+    assert all(0 < c["counting_ms"] < c["monitored_ms"] for c in monitoring["in_process"])
+    assert "## Monitoring cost" in report
     # The budgets' cost: every served archive's worst pass, timed, beside its declared budgets.
     budgets = {b["model"]: b for b in data["budgets"]}
     assert set(budgets) == set(build.SERVED) and all(b["pass_ms"] > 0 for b in budgets.values())

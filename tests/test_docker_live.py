@@ -24,6 +24,8 @@ import requests
 from models.registry import SPECS
 from tests.conftest import example
 from tsforge.deploy import containers
+from tsforge.monitoring import rules, watch
+from tsforge.monitoring.traffic import held_out_then_shifted
 from tsforge.packaging import build
 from tsforge.paths import MODEL_STORE, ROOT
 from tsforge.server.torchserve import free_port
@@ -31,6 +33,7 @@ from tsforge.server.torchserve import free_port
 pytestmark = pytest.mark.docker
 
 TOKEN_MINUTES = 1
+DRIFT_RULES = rules.Thresholds(window="30s", hold="0s", min_rows=50, min_requests=5)
 STALLED = 50
 GATEWAY_REQUEST_TIMEOUT_S = 10  # docker/gateway/haproxy.cfg: timeout http-request
 MARK = "@@readme-command-done@@"
@@ -99,7 +102,7 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-def deployment():
+def deployment(tmp_path_factory):
     containers.ensure_engine()
     project = f"tsforge-test-{os.getpid()}"
     env = {
@@ -110,6 +113,8 @@ def deployment():
         "METRICS_PORT": str(free_port()),
         "PROMETHEUS_PORT": str(free_port()),
         "TSFORGE_OVERRIDES": f"token_expiration_min={TOKEN_MINUTES}",
+        # The shipped rules over a window short enough for a test (the README's 15 min otherwise).
+        "PROMETHEUS_RULES": str(rules.write(tmp_path_factory.mktemp("rules") / "rules.yml", DRIFT_RULES)),
     }
     *up, down = readme_commands()
     assert "down -v" in down, "the README's Docker block must end with `down -v`"
@@ -275,6 +280,27 @@ def test_prometheus_has_scraped_the_inference_counter(deployment):
         value = float(result["data"]["result"][0]["value"][1]) if result["data"]["result"] else 0.0
         time.sleep(2)
     assert value > 0
+
+
+def test_drift_alerts_through_the_gateway_silent_on_held_out_digits_firing_on_inverted_ones(deployment):
+    prometheus = f"http://127.0.0.1:{deployment.env['PROMETHEUS_PORT']}"
+
+    def drift_firing() -> set[tuple[str, str]]:
+        found = watch.query(prometheus, 'ALERTS{alertstate="firing"}')
+        return {
+            (s["metric"]["alertname"], s["metric"].get("ModelName", ""))
+            for s in found
+            if s["metric"]["alertname"] in rules.DRIFT_ALERTS
+        }
+
+    took = held_out_then_shifted(
+        lambda model: f"{deployment.gateway}/predictions/{model}",
+        lambda: {"Authorization": f"Bearer {deployment.key()}"},
+        drift_firing,
+        ("digits",),
+        settle_s=15,  # a flush (2 s), a scrape and an evaluation (5 s each)
+    )
+    print(f"compose: input drift fired for digits {took:.0f} s after the shift (window {DRIFT_RULES.window})")
 
 
 def test_healthy_across_token_expiry(deployment):

@@ -9,9 +9,9 @@ import pytest
 from handlers import monitoring
 from handlers.codecs import tabular
 from handlers.contracts import TabularContract
-from tests.drift_traffic import held_out, shifted
 from tests.test_handler_inprocess import load, run
 from training.profile import classes, numeric
+from tsforge.monitoring.traffic import held_out, shifted
 
 CONTRACT = TabularContract(features=("a", "b"), labels=("no", "yes"))
 
@@ -48,9 +48,9 @@ def test_counts_are_the_same_whether_rows_come_together_or_apart():
     probs = monitoring.softmax(logits)
     profile = profile_of(tabular.input_signals(rows, CONTRACT), probs.argmax(1), probs.max(1))
     together, apart = (monitoring.Monitor(profile, CONTRACT, tabular.input_signals) for _ in range(2))
-    together.observe([rows[:7], rows[7:]], [logits[:7], logits[7:]])
+    together.add([rows[:7], rows[7:]], [logits[:7], logits[7:]])
     for i in range(len(rows)):
-        apart.observe([rows[i : i + 1]], [logits[i : i + 1]])
+        apart.observe([rows[i : i + 1]], [logits[i : i + 1]])  # counted at once, call by call
     a, b = together.take(), apart.take()
     assert a.rows == b.rows and a.confidence_sum == pytest.approx(b.confidence_sum)
     assert sum(n for (_, signal, _), n in a.rows.items() if signal == "a") == len(rows)
@@ -81,6 +81,7 @@ def test_a_monitoring_failure_never_fails_an_answer(built, tmp_path, monkeypatch
         raise RuntimeError("a signal could not be computed")
 
     monkeypatch.setattr(handler.monitor, "signal_values", broken)
+    monkeypatch.setattr(monitoring, "MAX_PENDING_BYTES", 0)  # counted on the request path
     answers, statuses = run(handler, ctx, [{"body": body}])
     assert statuses == [200] and answers == expected
     assert "monitoring could not count a batch" in caplog.text

@@ -63,6 +63,17 @@ def test_json_and_protocol_requests_decode_and_answer_in_their_own_form(signal):
     assert codec.oip_metadata(signal)["inputs"][0]["shape"] == [-1, 8] and codec.schema(signal)["output"]
 
 
+def test_the_kinds_monitoring_signals_build_a_reference_profile_and_bucket_live_rows(signal):
+    from handlers.monitoring import INPUT, bucket_of
+    from training.profile import numeric
+
+    rows = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    values = codec_for("signal").input_signals(rows, signal)
+    profile = [numeric(name, INPUT, v) for name, v in values.items()]
+    assert [p["name"] for p in profile] == ["mean", "spread"] and sum(profile[0]["counts"]) == 60
+    assert bucket_of(profile[0], values["mean"]).max() == len(profile[0]["shares"]) - 1
+
+
 @pytest.mark.parametrize(
     ("body", "media_type", "status", "code"),
     [

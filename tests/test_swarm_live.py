@@ -22,6 +22,8 @@ from tests.conftest import example
 from tsforge.deploy import containers
 from tsforge.deploy.containers import DOCKER_DIR, docker
 from tsforge.deploy.swarm import deployed_stack
+from tsforge.monitoring import rules
+from tsforge.monitoring.traffic import held_out_then_shifted
 from tsforge.packaging import build
 from tsforge.server.torchserve import free_port
 
@@ -33,6 +35,7 @@ LOAD_S = 40
 HANG_S = 30
 GATEWAY_SERVER_TIMEOUT_S = 5  # docker/gateway/haproxy.cfg: timeout server
 CONCURRENCY = 4
+DRIFT_RULES = rules.Thresholds(window="30s", hold="0s", min_rows=50, min_requests=5)
 
 
 def archives(root: Path, version: str) -> Path:
@@ -128,6 +131,8 @@ def stack(tmp_path_factory):
     v1 = containers.models_image("swarm-test-1.0", archives(root, "1.0"))
     v2 = containers.models_image("swarm-test-2.0", archives(root, "2.0"))
     env = {**os.environ, **images.env(), "MODELS_IMAGE": v1, "REPLICAS": "2", "GATEWAY_PORT": str(free_port())}
+    # The shipped rules over a window short enough for a test.
+    env["PROMETHEUS_RULES"] = str(rules.write(tmp_path_factory.mktemp("rules") / "rules.yml", DRIFT_RULES))
     with deployed_stack(STACK, env, key) as env:
         deployed = Stack(env, key)
         wait_for("two healthy replicas", lambda: len(tasks_running()) == 2)
@@ -183,6 +188,31 @@ def test_tritonclient_with_its_defaults_through_the_swarm_gateway(stack):
         raise AssertionError(f"{e}\ngateway log:\n{gateway_log()}") from e
     assert answer.as_numpy("label").shape == (2,)
     assert not client.is_server_ready()  # no gateway key: 401 before any replica is asked
+
+
+def test_drift_is_summed_over_replicas_silent_on_held_out_digits_firing_on_inverted_ones(stack):
+    def count(query: str) -> int:
+        found = re.search(r"=> ([\d.]+)", stack.promql(f"count({query})"))
+        return int(float(found.group(1))) if found else 0
+
+    def drift_firing() -> set[tuple[str, str]]:
+        return {
+            (alert, "digits")
+            for alert in rules.DRIFT_ALERTS
+            if count(f'ALERTS{{alertname="{alert}", alertstate="firing", ModelName="digits"}}')
+        }
+
+    took = held_out_then_shifted(
+        lambda model: stack.url.replace("/predictions/digits", f"/predictions/{model}"),
+        stack.headers,
+        drift_firing,
+        ("digits",),
+        settle_s=15,
+    )
+    print(f"swarm: input drift fired for digits {took:.0f} s after the shift (window {DRIFT_RULES.window})")
+    # Both replicas counted rows, and the score is one series for the model: their sum.
+    assert count('sum by (Hostname) (increase(MonitorRows{ModelName="digits"}[1m])) > 0') == 2
+    assert count('tsforge:psi{ModelName="digits", Signal="mean_intensity"}') == 1
 
 
 def test_a_replica_exposes_inference_and_metrics_but_not_management_to_the_backend(stack):

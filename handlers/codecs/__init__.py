@@ -8,6 +8,9 @@ logic could move to another server unchanged. Each one defines
   it came in (JSON, or the Open Inference Protocol);
 - `schema(contract)` for the describe call and `oip_metadata(contract)` for the protocol's
   model metadata, both derived from the contract;
+- `input_signals(rows, contract)`: per model row, the numbers monitoring buckets against the
+  archive's reference profile (handlers.monitoring): a tabular feature, an image's mean
+  intensity, a text's tokens;
 - `COST_UNIT`, what its budgets count, and optionally `collate(rows)` (default: concatenate).
 A new input kind is one module here plus one contract class in handlers/contracts.py.
 """

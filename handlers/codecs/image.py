@@ -210,14 +210,14 @@ def input_signals(rows: np.ndarray, contract: ImageContract) -> dict[str, np.nda
     if contract.mean:
         mean = np.asarray(contract.mean, np.float32)[:, None, None]
         pixels = pixels * np.asarray(contract.std, np.float32)[:, None, None] + mean
-    gray = pixels.mean(1)
-    signals = {
-        "mean_intensity": gray.mean((1, 2)),
-        "contrast": gray.std((1, 2)),
-        "bright_share": (gray > 0.5).mean((1, 2)),
-    }
+    gray = (pixels[:, 0] if contract.channels == 1 else pixels.mean(1)).reshape(len(rows), -1)
+    n = gray.shape[1]
+    mean = gray.sum(1) / n
+    # Sums rather than np.mean / np.std: the same figures at a fraction of NumPy's per-call cost.
+    spread = np.sqrt(np.maximum(np.einsum("ij,ij->i", gray, gray) / n - mean**2, 0.0))
+    signals = {"mean_intensity": mean, "contrast": spread, "bright_share": (gray > 0.5).sum(1) / n}
     if contract.channels == 3:
-        signals["saturation"] = (pixels.max(1) - pixels.min(1)).mean((1, 2))
+        signals["saturation"] = (pixels.max(1) - pixels.min(1)).reshape(len(rows), -1).mean(1)
     return signals
 
 

@@ -19,4 +19,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         return
     from bench import run
 
+    if args.monitoring:
+        run.monitoring_only()
+        return
     run.run(quick=args.quick)

@@ -14,6 +14,16 @@ def cmd_monitor(args: argparse.Namespace) -> None:
         thresholds = rules.Thresholds(**given)
         print(f"rules written to {rules.write(Path(args.out), thresholds)}")
         return
+    if args.action == "demo":
+        from tsforge.monitoring import demo
+
+        out = Path(args.out_dir)
+        result = demo.run(out)
+        print(demo.readme_block(result))
+        print(f"written: {out / 'demo.json'}, {out / 'drift.png'}")
+        if args.publish:
+            print(f"published to {demo.publish(out)}; the README's drift block rewritten")
+        return
     print(watch.report(watch.statuses(args.prometheus)))
     if args.plot:
         print(f"reference against live shares: {watch.plot(args.prometheus, Path(args.plot), args.model)}")

@@ -180,15 +180,19 @@ def other_verbs(sub) -> None:  # noqa: ANN001
         "--publish", metavar="RUN_DIR", help="copy a full run's results.json to bench/published/ and regenerate "
         "the README's figures from it (instead of running)",
     )  # fmt: skip
+    s.add_argument("--monitoring", action="store_true", help="only the monitoring cost (its own results.json)")
     s.set_defaults(verb=("benchmark", "cmd_bench"))
 
     s = sub.add_parser("monitor", help="drift, confidence, errors and traffic per model, from Prometheus")
-    s.add_argument("action", nargs="?", choices=["status", "rules"], default="status",
-                   help="status (default): print, and with --plot draw; rules: write the Prometheus rules")  # fmt: skip
+    s.add_argument("action", nargs="?", choices=["status", "rules", "demo"], default="status",
+                   help="status (default): print, and with --plot draw; rules: write the Prometheus rules; "
+                        "demo: see drift alerts fire on a local TorchServe and Prometheus (about 2 minutes)")  # fmt: skip
     s.add_argument("--prometheus", default="http://127.0.0.1:9090", help="Prometheus's URL (compose publishes 9090)")
     s.add_argument("--plot", metavar="PNG", help="status: draw reference against live shares per signal")
     s.add_argument("--model", help="status --plot: one model only")
     s.add_argument("--out", default="docker/prometheus/rules.yml", help="rules: the file to write")
+    s.add_argument("--out-dir", default=".serve/monitor-demo", help="demo: where demo.json and drift.png go")
+    s.add_argument("--publish", action="store_true", help="demo: also to bench/published/drift/ and the README")
     # Defaults live in tsforge.monitoring.rules.Thresholds (importing it here would slow every verb).
     s.add_argument("--window", help="rules: the span of drift scores and rates, e.g. 15m (default 15m)")
     s.add_argument("--hold", help="rules: how long a condition lasts before its alert fires (default 5m)")

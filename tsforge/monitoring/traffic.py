@@ -1,4 +1,4 @@
-"""Traffic for the monitoring tests: reference-like (each model's held-out split, the rows its
+"""Traffic for the monitoring demo and tests: reference-like (each model's held-out split, the rows its
 reference profile was computed on) and shifted (the same rows moved the way real inputs drift:
 digits inverted, a diabetes feature scaled, texts in another language)."""
 
@@ -8,6 +8,7 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import requests
@@ -16,6 +17,7 @@ from models.registry import SPECS
 
 # Held-out rows per request: one worker call stays within each model's budgets.
 ROWS_PER_REQUEST = {"digits": 16, "diabetes": 16, "minilm": 8}
+HEADERS_EVERY_S = 5
 # Texts a monolingual English vocabulary was not made for: they split into many word pieces.
 GERMAN = [
     "Der Hund schläft unter dem Küchentisch neben der warmen Heizung.",
@@ -73,20 +75,31 @@ def bodies(model: str, rows: np.ndarray | list[str]) -> list[bytes]:
 
 
 class Traffic:
-    """Requests cycled through in a thread until `stop` (or `seconds`); counts the answers' statuses."""
+    """Requests cycled through in a thread until `stop` (or `seconds`); counts the answers' statuses.
+    `headers` may be a call, asked again every few seconds (keys that expire)."""
 
-    def __init__(self, url: str, bodies_: list[bytes], headers: dict[str, str], seconds: float = 300) -> None:
+    def __init__(
+        self,
+        url: str,
+        bodies_: list[bytes],
+        headers: dict[str, str] | Callable[[], dict[str, str]],
+        seconds: float = 300,
+    ) -> None:
         self.statuses: dict[int, int] = {}
         self._stop = threading.Event()
-        headers = {**headers, "Content-Type": "application/json"}
+        headers_of = headers if callable(headers) else lambda: headers
 
         def run() -> None:
             deadline = time.monotonic() + seconds
+            sent, fresh = {}, 0.0
             for body in itertools.cycle(bodies_):
-                if self._stop.is_set() or time.monotonic() > deadline:
+                now = time.monotonic()
+                if self._stop.is_set() or now > deadline:
                     return
+                if now - fresh > HEADERS_EVERY_S:
+                    sent, fresh = {**headers_of(), "Content-Type": "application/json"}, now
                 try:
-                    code = requests.post(url, data=body, headers=headers, timeout=30).status_code
+                    code = requests.post(url, data=body, headers=sent, timeout=30).status_code
                 except requests.RequestException:
                     code = 0
                 self.statuses[code] = self.statuses.get(code, 0) + 1
@@ -98,3 +111,38 @@ class Traffic:
         self._stop.set()
         self._thread.join()
         return self.statuses
+
+
+def held_out_then_shifted(
+    url_of: Callable[[str], str],
+    headers: dict[str, str] | Callable[[], dict[str, str]],
+    drift_firing: Callable[[], set[tuple[str, str]]],
+    models: tuple[str, ...],
+    settle_s: float,
+    reference_s: float = 40,
+    within_s: float = 90,
+    at_calm: Callable[[], None] = lambda: None,
+) -> float:
+    """Held-out traffic for `reference_s` (longer than the rules' window), then `settle_s` for the
+    last counts to reach the alerts: no drift alert may fire. Then shifted traffic until the
+    input-drift alert fires for every model; returns how many seconds that took.
+    `drift_firing` gives the (alert, model) pairs of firing drift alerts; `at_calm` checks more
+    at the end of the held-out traffic."""
+    traffic = [Traffic(url_of(m), bodies(m, held_out(m)), headers) for m in models]
+    time.sleep(reference_s + settle_s)
+    calm = drift_firing()
+    at_calm()
+    statuses = [t.stop() for t in traffic]
+    assert all(s.get(200, 0) >= 0.98 * sum(s.values()) for s in statuses), statuses
+    assert not calm, f"drift alerts fired on held-out traffic: {calm}"
+    traffic = [Traffic(url_of(m), bodies(m, shifted(m)), headers) for m in models]
+    started = time.monotonic()
+    try:
+        while {m for alert, m in drift_firing() if alert == "ModelInputDrift"} < set(models):
+            assert time.monotonic() - started < within_s, f"no input drift alert within {within_s} s: {drift_firing()}"
+            time.sleep(1)
+        took = time.monotonic() - started
+    finally:
+        statuses = [t.stop() for t in traffic]
+    assert all(s.get(200, 0) >= 0.98 * sum(s.values()) for s in statuses), statuses
+    return took
