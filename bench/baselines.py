@@ -25,6 +25,7 @@ import requests
 import yaml
 
 from training.specs import ServingConfig
+from tsforge.packaging import signing
 from tsforge.paths import CONFIG, LOG_CONFIG, ROOT
 from tsforge.server import torchserve
 
@@ -49,6 +50,7 @@ def floor_archive(exported: Path, serving: ServingConfig, store: Path) -> Path:
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TMPDIR": str(stage)})
     if proc.returncode != 0:
         raise RuntimeError(f"torch-model-archiver failed for {FLOOR}:\n{proc.stderr or proc.stdout}")
+    signing.sign(store / f"{FLOOR}.mar")  # served by the same verifying `torchserve.start`
     return store / f"{FLOOR}.mar"
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from bench import inprocess
 from bench.points import hey
 from models.registry import SPECS
-from tsforge.packaging import archive, build
+from tsforge.packaging import archive, build, signing
 from tsforge.paths import ARTIFACTS, MODEL_STORE
 from tsforge.server import torchserve
 
@@ -79,7 +79,8 @@ def unmonitored_store(tmp: Path, store: Path, artifacts: Path) -> Path:
     card.pop("reference_profile")
     both = tmp / "store"
     archive.build_archive(spec, exported, card, both, model_name=UNMONITORED)
-    shutil.copy(store / f"{MODEL}.mar", both / f"{MODEL}.mar")
+    for path in (store / f"{MODEL}.mar", signing.signature_of(store / f"{MODEL}.mar")):
+        shutil.copy(path, both / path.name)
     return both
 
 

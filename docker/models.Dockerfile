@@ -4,4 +4,11 @@
 ARG BASE=tsforge:cpu
 # hadolint ignore=DL3006
 FROM ${BASE}
-COPY --chown=1000:1000 *.mar /home/model-server/model_store/
+# The archives with their signatures, and the public key they were signed with
+# (tsforge.deploy.containers.models_image stages them). Root-owned and read-only to TorchServe
+# (uid 1000): it loads only what the entrypoint verified, and cannot add to it.
+COPY trusted/ /opt/tsforge/trusted/
+USER 0
+RUN rm -rf /home/model-server/model_store && mkdir -m 0755 /home/model-server/model_store
+COPY store/ /home/model-server/model_store/
+USER 1000:1000

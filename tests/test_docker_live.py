@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -26,7 +27,7 @@ from tests.conftest import example
 from tsforge.deploy import containers
 from tsforge.monitoring import rules, watch
 from tsforge.monitoring.traffic import held_out_then_shifted
-from tsforge.packaging import build
+from tsforge.packaging import build, signing
 from tsforge.paths import MODEL_STORE, ROOT
 from tsforge.server.torchserve import free_port
 
@@ -239,6 +240,31 @@ def test_the_gateway_image_refuses_to_start_without_a_key_unless_told_torchserve
     image = deployment.run(f"docker inspect -f '{{{{.Config.Image}}}}' {deployment.container('gateway')}").strip()
     keyless = containers.docker("run", "--rm", "-e", "TS_HOST=nowhere", image, check=False)
     assert keyless.returncode == 2 and "no key" in keyless.stderr, (keyless.returncode, keyless.stderr[-500:])
+
+
+@pytest.mark.parametrize("how", ["unsigned", "one byte changed", "an untrusted key"])
+def test_the_torchserve_image_refuses_a_store_that_does_not_verify(deployment, tmp_path, how):
+    """The image's own entrypoint, on a store with one bad archive beside a good one: it exits
+    before TorchServe starts, naming the archive and why, so the container never turns healthy."""
+    from tests.test_signing import CASES, spoil
+
+    store = tmp_path / "store"
+    store.mkdir(mode=0o755)
+    for name in ("diabetes", "wine"):
+        for path in (MODEL_STORE / f"{name}.mar", signing.signature_of(MODEL_STORE / f"{name}.mar")):
+            shutil.copy(path, store / path.name)
+            (store / path.name).chmod(0o644)
+    spoil(store, how)
+    image = deployment.run(f"docker inspect -f '{{{{.Config.Image}}}}' {deployment.container()}").strip()
+    mounts = [
+        "-v",
+        f"{store}:/home/model-server/model_store:ro",
+        "-v",
+        f"{containers.TRUSTED_DIR}:/opt/tsforge/trusted:ro",
+    ]
+    done = containers.docker("run", "--rm", *mounts, image, check=False, timeout=120)
+    assert done.returncode != 0, done.stdout[-1000:]
+    assert "diabetes.mar: " in done.stderr and CASES[how] in done.stderr, done.stderr[-1000:]
 
 
 def test_stalled_uploads_are_cut_by_the_gateway_and_cost_torchserve_nothing(deployment):

@@ -16,7 +16,7 @@ import requests
 
 from models.registry import SPECS
 from tests.conftest import running_torchserve
-from tsforge.packaging import archive, build
+from tsforge.packaging import archive, build, signing
 from tsforge.paths import CONFIG, EXAMPLES
 from tsforge.server import torchserve
 from tsforge.server.client import Client, ServerError, healthy
@@ -29,8 +29,9 @@ DIGIT = EXAMPLES / "mnist-7.png"
 def store(built, tmp_path_factory):
     """The built archives, a second digits version (another seed) and a slow test archive."""
     store = tmp_path_factory.mktemp("lifecycle-store")
-    for name in ("digits", "diabetes"):
-        shutil.copy(built.archive(name), store)
+    for name in ("digits", "diabetes"):  # each with its signature
+        for path in (built.archive(name), signing.signature_of(built.archive(name))):
+            shutil.copy(path, store)
     digits, diabetes = SPECS["digits"], SPECS["diabetes"]
     v2 = replace(digits, train=replace(digits.train, seed=7))
     build.build(v2, store=store, artifacts=built.artifacts, version="2.0", archive_name="digits-v2", progress=False)
@@ -163,8 +164,12 @@ def test_every_listener_binds_loopback_only(server):
 
 @pytest.mark.parametrize("url", ["https://example.com/evil.mar", "http://127.0.0.1:1/x.mar", "file:///etc/passwd.mar"])
 def test_registering_from_outside_the_model_store_is_refused(server, url):
-    with pytest.raises(ServerError, match="does not match any allowed URL"):
+    """By the client, which verifies store archives only; and by TorchServe's allowed_urls for a
+    caller that goes to the management API directly."""
+    with pytest.raises(signing.SignatureError, match="no such archive in the model store"):
         Client(server).register(url)
+    r = requests.post(f"{server.management_url}/models", params={"url": url}, headers=server.headers("management"))
+    assert r.status_code >= 400 and "does not match any allowed URL" in r.text, r.text
 
 
 def test_killing_every_worker_under_traffic_recovers(server):
@@ -258,16 +263,28 @@ def test_a_model_that_fails_on_one_request_fails_only_that_request_in_a_concurre
 
 
 def test_a_corrupt_or_truncated_archive_fails_clearly_and_others_keep_serving(server, store):
+    """The client refuses them unverified; sent to the management API directly, TorchServe fails
+    them with an error, and the models it serves go on."""
     c = Client(server)
     ensure_registered(c, "diabetes", "diabetes.mar")
     data = (store / "diabetes.mar").read_bytes()
     (store / "truncated.mar").write_bytes(data[: len(data) // 2])
     (store / "garbage.mar").write_bytes(b"this is not a zip file")
-    for name in ("truncated.mar", "garbage.mar"):
-        with pytest.raises(ServerError) as e:
-            c.register(name)
-        assert 400 <= e.value.status < 600 and e.value.kind
-    assert "prediction" in c.predict_file("diabetes", EXAMPLES / "diabetes.json")
+    try:
+        for name in ("truncated.mar", "garbage.mar"):
+            with pytest.raises(signing.SignatureError, match=f"{name}: unsigned"):
+                c.register(name)
+            r = requests.post(
+                f"{server.management_url}/models",
+                params={"url": name, "initial_workers": 1, "synchronous": "true"},
+                headers=server.headers("management"),
+                timeout=60,
+            )
+            assert 400 <= r.status_code < 600 and r.json().get("message"), r.text
+        assert "prediction" in c.predict_file("diabetes", EXAMPLES / "diabetes.json")
+    finally:  # the store stays one a server can start on
+        for name in ("truncated.mar", "garbage.mar"):
+            (store / name).unlink()
 
 
 def test_prometheus_counters_move_with_traffic(server):

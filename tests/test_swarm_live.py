@@ -330,6 +330,35 @@ def test_a_rolling_update_loses_no_request_and_ends_on_the_new_version(stack):
     assert spec.stdout.split() == ["start-first", "rollback"]
 
 
+def test_an_update_to_an_image_with_a_tampered_archive_rolls_back_and_loses_no_request(stack, tmp_path):
+    """One byte of the baked digits archive changed: the new replica's entrypoint refuses to
+    start TorchServe, the update fails, Swarm rolls back to the running image, and the service
+    answers throughout."""
+    from tests.test_signing import spoil
+
+    store = archives(tmp_path, "3.0")
+    spoil(store, "one byte changed", "digits")
+    bad = containers.models_image("swarm-test-tampered", store)
+    before = docker("service", "inspect", "-f", "{{.Spec.TaskTemplate.ContainerSpec.Image}}", SERVICE).stdout.strip()
+    load = stack.load(LOAD_S)
+    docker("service", "update", "--quiet", "--image", bad, SERVICE, check=False, timeout=300)
+    wait_for(
+        "the update to roll back",
+        lambda: (
+            docker("service", "inspect", "-f", "{{.UpdateStatus.State}}", SERVICE).stdout.strip()
+            == "rollback_completed"
+        ),
+        240,
+    )
+    out_, _ = load.communicate(timeout=LOAD_S + 120)
+    figures = summary(out_)
+    print(f"update to a tampered image, rolled back (c={CONCURRENCY}): {figures}")
+    after = docker("service", "inspect", "-f", "{{.Spec.TaskTemplate.ContainerSpec.Image}}", SERVICE).stdout.strip()
+    assert after == before and "tampered" not in after
+    assert figures["requests"] > 0 and figures["non_200"] == 0 and figures["errors"] == 0, out_
+    assert stack.answers()
+
+
 def test_scaling_to_three_puts_the_new_replica_to_work(stack):
     docker("service", "scale", "--detach=false", f"{SERVICE}=3", timeout=300)
     wait_for("three running replicas", lambda: len(tasks_running()) == 3)

@@ -11,6 +11,7 @@ from training.errors import BuildStopped, GateFailed
 from tsforge.cli.parser import parser
 from tsforge.deploy.containers import DockerError
 from tsforge.monitoring.watch import MonitorError
+from tsforge.packaging.signing import SignatureError
 from tsforge.server.client import ServerError
 from tsforge.server.torchserve import ServeError
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     except BuildStopped as e:  # an export that failed, weights that do not fit
         print(f"build stopped: {e}", file=sys.stderr)
         return 2
-    except (ServeError, ServerError, DockerError, MonitorError) as e:
+    except (ServeError, ServerError, DockerError, MonitorError, SignatureError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except ValueError as e:  # an argument the client refuses (worker counts, ...)

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.files import write_text
+from tsforge.packaging import signing
 from tsforge.paths import ROOT
 
 DOCKER_DIR = ROOT / "docker"
 WHEELHOUSE = DOCKER_DIR / "wheelhouse"
 ENV_FILE = DOCKER_DIR / ".env"  # read by docker-compose from the compose file's folder
+TRUSTED_DIR = DOCKER_DIR / "trusted"  # the public signing key compose mounts (git-ignored)
 SUITE = "bookworm"
 DAEMON_FLAGS = ("--userland-proxy=false",)
 UPSTREAM = {
@@ -253,6 +255,8 @@ def build_all(bases: str = "local", say=print) -> tuple[Images, dict[str, float]
     seconds[images.gateway] = build(
         DOCKER_DIR / "gateway/Dockerfile", images.gateway, DOCKER_DIR / "gateway", {"ROOT": root}
     )
+    # Compose mounts docker/trusted/ into the TorchServe container: the key archives are signed with here.
+    trusted_keys(TRUSTED_DIR)
     compose_env = {"COMPOSE_PROJECT_NAME": "tsforge", **images.env()}
     write_text(ENV_FILE, "".join(f"{k}={v}\n" for k, v in compose_env.items()))
     return images, seconds
@@ -295,9 +299,26 @@ def wait_healthy(service: str = "torchserve", timeout: float = 300.0, say=print)
 
 
 def models_image(tag: str, store: Path, base: str = "tsforge:cpu") -> str:
-    """`tsforge-models:<tag>`: the served image with the archives of `store` baked in."""
-    if not list(store.glob("*.mar")):
+    """`tsforge-models:<tag>`: the served image with the archives of `store` baked in, with their
+    signatures and the public key that signed them (the entrypoint verifies them at start)."""
+    archives = sorted(store.glob("*.mar"))
+    if not archives:
         raise DockerError(f"no archives in {store}: run `make demo` or `tsforge build` first")
     image = f"tsforge-models:{tag}"
-    build(DOCKER_DIR / "models.Dockerfile", image, store, {"BASE": base})
+    with tempfile.TemporaryDirectory() as tmp:
+        context = Path(tmp)
+        (context / "store").mkdir()
+        for archive in archives:
+            for path in (archive, signing.signature_of(archive)):
+                if path.exists():  # an unsigned archive goes in as it is: the image then refuses to start
+                    shutil.copy(path, context / "store" / path.name)
+        trusted_keys(context / "trusted")
+        build(DOCKER_DIR / "models.Dockerfile", image, context, {"BASE": base})
     return image
+
+
+def trusted_keys(folder: Path) -> Path:
+    """`folder` holding the public key this machine signs archives with (the image trusts it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(signing.public_key(), folder / "builder.pem")
+    return folder

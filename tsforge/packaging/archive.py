@@ -25,6 +25,7 @@ from handlers import contracts
 from handlers.base import MODEL_CARD
 from handlers.codecs import codec_file
 from training.specs import ModelSpec
+from tsforge.packaging import signing
 from tsforge.packaging.dependencies import local_imports
 from tsforge.paths import HANDLERS
 
@@ -121,4 +122,6 @@ def build_archive(
             )
         target = store / f"{name}.mar"
         os.replace(tmp_path / f"{model_name}.mar", target)
+    # Signed once written: until the signature is there, verification refuses the archive.
+    signing.sign(target)
     return target

@@ -28,7 +28,7 @@ from training.profile import reference_profile
 from training.specs import ModelSpec, TrainConfig
 from training.train import CHECKPOINT, METRICS, load_checkpoint, train
 from training.weights import WeightsError, adopt, weights_digest
-from tsforge.packaging import archive
+from tsforge.packaging import archive, signing
 from tsforge.packaging.dependencies import local_imports
 from tsforge.paths import ARTIFACTS, MODEL_STORE, ROOT
 
@@ -172,8 +172,8 @@ def build(
     origin = weights_digest(weights) if weights else asdict(cfg)
     trained = fingerprint(train_sources(spec), spec.name, origin)
     archived = fingerprint(archive_sources(spec), trained, base, version, runtime, asdict(spec.serving), spec.contract)
-    if target.exists() and stamp.get("archives", {}).get(runtime) == archived:
-        return target, False
+    if stamp.get("archives", {}).get(runtime) == archived and signing.problem(target, signing.trusted_keys()) is None:
+        return target, False  # up to date, and still exactly what was signed
     if stamp.get("trained") != trained:
         stamp_path.unlink(missing_ok=True)  # the checkpoint on disk is about to change
         if weights:

@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from tsforge.packaging import signing
 from tsforge.server.torchserve import ServeError, Server
 
 # The most workers `models register` / `models scale` will ask for: more only thrashes a
@@ -118,8 +119,10 @@ class Client:
         initial_workers: int = 1,
         synchronous: bool = True,
     ) -> dict[str, Any]:
-        """Register `archive` (a .mar file name in the model store)."""
+        """Register `archive` (a .mar file name in the model store), once its signature verifies."""
         check_workers(initial_workers)
+        self.list()  # a server that is not running says so first
+        signing.verify([self.server.model_store / archive])
         params: dict[str, Any] = {
             "url": archive,
             "initial_workers": initial_workers,

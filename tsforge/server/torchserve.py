@@ -24,6 +24,7 @@ import psutil
 import requests
 
 from training.files import write_json, write_text
+from tsforge.packaging import signing
 from tsforge.paths import CONFIG, LOG_CONFIG, MODEL_STORE, RUN_DIR
 
 PID_FILE = "torchserve.pid"
@@ -74,6 +75,12 @@ class Server:
         # Java writes nanoseconds ("...:06.414348439Z"); Python's ISO parser takes micro.
         expires = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", stamp).replace("Z", "+00:00"))
         return expires <= datetime.now(UTC)
+
+    @property
+    def model_store(self) -> Path:
+        """The store this instance loads archives from: its rendered config's, or the default."""
+        rendered = self.run_dir / "config.properties"
+        return Path(read_properties(rendered)["model_store"]) if rendered.exists() else MODEL_STORE
 
     def headers(self, kind: str = "inference") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys()[kind]}"} if self.tokens else {}
@@ -162,6 +169,8 @@ def start(
 
     if is_running(run_dir):
         raise ServeError(f"TorchServe is already running from {run_dir}: stop it first (tsforge serve stop).")
+    # Every archive TorchServe could load (at start, or registered later from this store).
+    signing.verify(sorted(model_store.glob("*.mar")))
     config = render_config(base_config, run_dir, model_store, ports, host, management_host)
     (run_dir / "logs").mkdir(exist_ok=True)
     (run_dir / "tmp").mkdir(exist_ok=True)

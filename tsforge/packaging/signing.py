@@ -1,0 +1,151 @@
+"""Archives signed when they are made, and verified before anything loads them (OpenSSF model signing).
+
+A `.mar` runs arbitrary Python when TorchServe loads it. Each archive gets `<name>.mar.sig`
+beside it: a Sigstore bundle over the archive's SHA-256, signed offline with an elliptic-curve
+key (`model-signing`'s elliptic-key signer). `tsforge serve start` (the container's entrypoint
+too) and `tsforge models register` verify each archive they will load against the trusted
+public keys and refuse to go on otherwise, one line per archive naming it and the reason:
+unsigned, changed (one byte is enough), or signed by a key that is not trusted.
+
+Keys. The signing key is made on first use in `~/.config/tsforge/signing/` (mode 0600, out of
+any checkout; `TSFORGE_SIGNING_KEY` names another PEM file). The trusted keys are that key's
+public half, plus every `*.pem` named by `TSFORGE_TRUSTED_KEYS` (paths, or folders of them,
+separated by `:`), which is how a server that did not build its archives trusts the builder.
+`TSFORGE_ALLOW_UNSIGNED=1` skips verification for development, with a warning per archive; it
+is off unless set.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+SIGNATURE_SUFFIX = ".sig"
+KEY_DIR = Path(os.environ.get("TSFORGE_SIGNING_DIR", Path.home() / ".config" / "tsforge" / "signing"))
+SIGNING_KEY_ENV = "TSFORGE_SIGNING_KEY"
+TRUSTED_KEYS_ENV = "TSFORGE_TRUSTED_KEYS"
+ALLOW_UNSIGNED_ENV = "TSFORGE_ALLOW_UNSIGNED"
+
+
+class SignatureError(RuntimeError):
+    """One or more archives failed verification: the message has one line per archive."""
+
+
+def signature_of(archive: Path) -> Path:
+    return archive.with_name(archive.name + SIGNATURE_SUFFIX)
+
+
+def signing_key() -> Path:
+    """The private key archives are signed with: TSFORGE_SIGNING_KEY, or the user's own, made
+    on first use (P-256, PKCS#8 PEM, mode 0600 in a 0700 folder)."""
+    given = os.environ.get(SIGNING_KEY_ENV)
+    if given:
+        return Path(given)
+    private = KEY_DIR / "private.pem"
+    if not private.exists():
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        KEY_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        tmp = private.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        os.replace(tmp, private)
+    if not _public_of(private).exists():
+        write_public(private, _public_of(private))
+    return private
+
+
+def _public_of(private: Path) -> Path:
+    return private.with_name("public.pem") if private.parent == KEY_DIR else private.with_suffix(".pub.pem")
+
+
+def public_key() -> Path:
+    """The public half of the signing key (written beside a key given by TSFORGE_SIGNING_KEY)."""
+    private = signing_key()
+    public = _public_of(private)
+    return public if public.exists() else write_public(private, public)
+
+
+def write_public(private: Path, public: Path) -> Path:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(private.read_bytes(), password=None)
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    tmp = public.with_suffix(".tmp")
+    tmp.write_bytes(pem)
+    os.replace(tmp, public)
+    return public
+
+
+def trusted_keys() -> list[Path]:
+    """The public keys an archive may be signed with."""
+    keys = []
+    given = os.environ.get(SIGNING_KEY_ENV)
+    own = _public_of(Path(given)) if given else KEY_DIR / "public.pem"
+    if own.exists():
+        keys.append(own)
+    for entry in filter(None, os.environ.get(TRUSTED_KEYS_ENV, "").split(":")):
+        path = Path(entry)
+        keys += sorted(path.glob("*.pem")) if path.is_dir() else [path]
+    return keys
+
+
+def sign(archive: Path, key: Path | None = None) -> Path:
+    """Write `<archive>.sig`, atomically; returns its path."""
+    from model_signing import signing
+
+    signature = signature_of(archive)
+    tmp = signature.with_name(f".{signature.name}.tmp")
+    signing.Config().use_elliptic_key_signer(private_key=key or signing_key()).sign(archive, tmp)
+    os.replace(tmp, signature)
+    return signature
+
+
+def problem(archive: Path, keys: list[Path]) -> str | None:
+    """Why `archive` may not be loaded, or None when a trusted key signed exactly these bytes."""
+    from model_signing import verifying
+
+    signature = signature_of(archive)
+    if not archive.is_file():
+        return "no such archive in the model store"
+    if not signature.is_file():
+        return f"unsigned (no {signature.name}); build it again with `tsforge build`, which signs it"
+    if not keys:
+        return (
+            f"no trusted public key (set {TRUSTED_KEYS_ENV}, or build here: the signing key's public half is trusted)"
+        )
+    mismatch = None
+    for key in keys:
+        try:
+            verifying.Config().use_elliptic_key_verifier(public_key=key).verify(archive, signature)
+            return None
+        except ValueError as e:  # a key mismatch or a hash mismatch, as model-signing words it
+            if "Key mismatch" not in str(e):
+                mismatch = "changed since it was signed (its SHA-256 differs from the signed one)"
+        except Exception as e:  # a malformed or truncated signature file
+            return f"unreadable signature {signature.name} ({type(e).__name__})"
+    return mismatch or "signed by a key that is not trusted (add its public key to TSFORGE_TRUSTED_KEYS)"
+
+
+def verify(archives: list[Path], keys: list[Path] | None = None) -> None:
+    """Refuse (SignatureError, one line per archive) unless every archive verifies; with
+    TSFORGE_ALLOW_UNSIGNED=1, warn instead."""
+    keys = trusted_keys() if keys is None else keys
+    if os.environ.get(ALLOW_UNSIGNED_ENV) == "1":
+        for archive in archives:
+            print(
+                f"WARNING: {archive.name} is loaded WITHOUT signature verification ({ALLOW_UNSIGNED_ENV}=1): "
+                "any code in it runs. Never set this outside development.",
+                file=sys.stderr,
+            )
+        return
+    failed = [f"{archive.name}: {reason}" for archive in archives if (reason := problem(archive, keys))]
+    if failed:
+        raise SignatureError("refusing to load unverified archives:\n  " + "\n  ".join(failed))
