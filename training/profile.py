@@ -21,6 +21,7 @@ from handlers.monitoring import (
     MAX_CLASS_BUCKETS,
     OUTPUT,
     SMOOTHING,
+    bucket_of,
     output_signals,
     task_of,
 )
@@ -44,9 +45,10 @@ def numeric(name: str, side: str, values: np.ndarray, edges: np.ndarray | None =
     if edges is None:
         buckets = int(np.clip(len(values) // ROWS_PER_BUCKET, MIN_BUCKETS, MAX_BUCKETS))
         edges = np.unique(np.quantile(values, np.linspace(0, 1, buckets + 1)[1:-1]))
-    edges = np.asarray(edges, np.float64)
-    counts = np.bincount(np.searchsorted(edges, values, side="left"), minlength=len(edges) + 1)
-    return {"name": name, "side": side, "edges": edges.tolist(), "counts": counts.tolist(), "shares": shares(counts)}
+    signal = {"name": name, "side": side, "edges": np.asarray(edges, np.float64).tolist()}
+    # The worker's own bucketing (handlers.monitoring), so reference and live counts agree.
+    counts = np.bincount(bucket_of(signal, values), minlength=len(signal["edges"]) + 1)
+    return {**signal, "counts": counts.tolist(), "shares": shares(counts)}
 
 
 def classes(predicted: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
