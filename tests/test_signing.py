@@ -128,3 +128,32 @@ def test_the_development_opt_out_is_loud(store, monkeypatch, capsys):
     monkeypatch.setenv(signing.ALLOW_UNSIGNED_ENV, "1")
     signing.verify([store / "diabetes.mar"])
     assert "WITHOUT signature verification" in capsys.readouterr().err
+
+
+@pytest.fixture
+def small(tmp_path, monkeypatch) -> Path:
+    """A small signed file under a key of its own, in a folder of its own."""
+    key = untrusted_key(tmp_path)
+    monkeypatch.setenv(signing.SIGNING_KEY_ENV, str(key))
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "a.mar").write_bytes(b"PK not really a zip, but bytes to sign")
+    signing.sign(store / "a.mar")
+    return store
+
+
+def test_a_signed_archive_renamed_is_refused(small):
+    keys = signing.trusted_keys()
+    assert signing.problem(small / "a.mar", keys) is None
+    for path in (small / "a.mar", signing.signature_of(small / "a.mar")):
+        shutil.copy(path, small / path.name.replace("a.mar", "b.mar"))
+    assert "signed as a.mar, not b.mar" in signing.problem(small / "b.mar", keys)
+
+
+def test_a_corrupt_signature_or_a_link_is_named_as_such(small):
+    keys = signing.trusted_keys()
+    (small / "link.mar").symlink_to(small / "a.mar")
+    assert signing.problem(small / "link.mar", keys) == "a link, not an archive file"
+    sig = signing.signature_of(small / "a.mar")
+    sig.write_text(sig.read_text()[:100])
+    assert signing.problem(small / "a.mar", keys).startswith("unreadable signature a.mar.sig")

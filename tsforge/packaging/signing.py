@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 SIGNATURE_SUFFIX = ".sig"
@@ -40,23 +41,26 @@ def signing_key() -> Path:
     """The private key archives are signed with: TSFORGE_SIGNING_KEY, or the user's own, made
     on first use (P-256, PKCS#8 PEM, mode 0600 in a 0700 folder)."""
     given = os.environ.get(SIGNING_KEY_ENV)
-    if given:
-        return Path(given)
-    private = KEY_DIR / "private.pem"
-    if not private.exists():
+    private = Path(given) if given else KEY_DIR / "private.pem"
+    if not given and not private.exists():
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec
 
-        KEY_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+        KEY_DIR.mkdir(parents=True, exist_ok=True)
+        KEY_DIR.chmod(0o700)
         key = ec.generate_private_key(ec.SECP256R1())
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        tmp = private.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd, tmp = tempfile.mkstemp(dir=KEY_DIR, prefix=".private-")  # mode 0600, a name of its own
         with os.fdopen(fd, "wb") as f:
             f.write(pem)
-        os.replace(tmp, private)
+        try:
+            os.link(tmp, private)  # only if absent: two first builds at once keep one key
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
     if not _public_of(private).exists():
         write_public(private, _public_of(private))
     return private
@@ -78,8 +82,10 @@ def write_public(private: Path, public: Path) -> Path:
 
     key = serialization.load_pem_private_key(private.read_bytes(), password=None)
     pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    tmp = public.with_suffix(".tmp")
-    tmp.write_bytes(pem)
+    fd, tmp = tempfile.mkstemp(dir=public.parent, prefix=".public-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, public)
     return public
 
@@ -109,29 +115,49 @@ def sign(archive: Path, key: Path | None = None) -> Path:
 
 
 def problem(archive: Path, keys: list[Path]) -> str | None:
-    """Why `archive` may not be loaded, or None when a trusted key signed exactly these bytes."""
+    """Why `archive` may not be loaded, or None when a trusted key signed exactly these bytes
+    under exactly this file name."""
     from model_signing import verifying
 
     signature = signature_of(archive)
-    if not archive.is_file():
-        return "no such archive in the model store"
+    if archive.is_symlink() or not archive.is_file():
+        return "no such archive in the model store" if not archive.exists() else "a link, not an archive file"
     if not signature.is_file():
         return f"unsigned (no {signature.name}); build it again with `tsforge build`, which signs it"
     if not keys:
         return (
             f"no trusted public key (set {TRUSTED_KEYS_ENV}, or build here: the signing key's public half is trusted)"
         )
-    mismatch = None
+    changed = False
     for key in keys:
         try:
             verifying.Config().use_elliptic_key_verifier(public_key=key).verify(archive, signature)
-            return None
-        except ValueError as e:  # a key mismatch or a hash mismatch, as model-signing words it
-            if "Key mismatch" not in str(e):
-                mismatch = "changed since it was signed (its SHA-256 differs from the signed one)"
-        except Exception as e:  # a malformed or truncated signature file
-            return f"unreadable signature {signature.name} ({type(e).__name__})"
-    return mismatch or "signed by a key that is not trusted (add its public key to TSFORGE_TRUSTED_KEYS)"
+        except ValueError as e:  # model-signing's words: "Key mismatch" or "Signature mismatch"
+            if "Key mismatch" in str(e):
+                continue
+            if "Signature mismatch" in str(e):
+                changed = True
+                continue
+            return f"unreadable signature {signature.name} ({str(e)[:80]})"
+        except Exception as e:  # a truncated signature, a trusted key file that is no key
+            return f"unreadable signature {signature.name} or trusted key {key.name} ({type(e).__name__})"
+        signed_as = signed_name(signature)
+        if signed_as != archive.name:  # the bytes are a trusted archive's, under another name
+            return f"signed as {signed_as}, not {archive.name} (a renamed or swapped archive)"
+        return None
+    if changed:
+        return "changed since it was signed (its SHA-256 differs from the signed one)"
+    return f"signed by a key that is not trusted (add its public key to {TRUSTED_KEYS_ENV})"
+
+
+def signed_name(signature: Path) -> str:
+    """The file name the signature was made for: its in-toto statement's subject (read only
+    after the signature over that statement verified)."""
+    import base64
+    import json
+
+    envelope = json.loads(signature.read_text())["dsseEnvelope"]
+    return json.loads(base64.b64decode(envelope["payload"]))["subject"][0]["name"]
 
 
 def verify(archives: list[Path], keys: list[Path] | None = None) -> None:
