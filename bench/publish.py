@@ -14,13 +14,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bench import budgets, deployments, fairness, monitoring_cost, report, sections, worst
+from bench import budgets, deployments, fairness, monitoring_cost, provenance, report, sections, worst
 from bench.points import Point
 from training.files import write_text
 from tsforge.paths import ROOT
 
 PUBLISHED = ROOT / "bench" / "published" / "results.json"
 README = ROOT / "README.md"
+# What a run of one section (`tsforge bench --monitoring`, `--provenance`) holds.
+PARTS = ("monitoring", "provenance")
 BLOCK = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench -->)", re.S)
 
 
@@ -47,6 +49,7 @@ def blocks(results: dict[str, Any]) -> dict[str, str]:
         "heavy_beside_light": fairness.table(heavy_light),
         "budgets": budgets.table(budget_costs),
         "monitoring": monitoring_cost.table(results.get("monitoring")),
+        "provenance": provenance.table(results.get("provenance")),
         "deployments": deployments.table(chosen)
         if (chosen := [p for p in points if p.stage == "deployment"])
         else ["(the published run predates the deployment points: `make bench` measures them)"],
@@ -65,13 +68,15 @@ def render(readme: str, results: dict[str, Any]) -> str:
 
 def publish(run_dir: Path) -> Path:
     """Copy `run_dir`/results.json to bench/published/ and regenerate the README from it. A
-    `tsforge bench --monitoring` run replaces only the published run's monitoring figures."""
+    `tsforge bench --monitoring` or `--provenance` run replaces only those figures of the
+    published run."""
     text = (run_dir / "results.json").read_text()
     results = json.loads(text)
     if results.get("quick"):
         raise SystemExit("a quick run's figures are noise: publish a full `make bench` run")
-    if "points" not in results:  # the monitoring cost alone
-        results = {**json.loads(PUBLISHED.read_text()), "monitoring": results["monitoring"]}
+    if "points" not in results:  # one section alone
+        partial = {k: results[k] for k in PARTS if k in results}
+        results = {**json.loads(PUBLISHED.read_text()), **partial}
         text = json.dumps(results, indent=2) + "\n"
     write_text(PUBLISHED, text)
     write_text(README, render(README.read_text(), results))

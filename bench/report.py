@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench import budgets, deployments, fairness, monitoring_cost, sections, worst  # noqa: E402
+from bench import budgets, deployments, fairness, monitoring_cost, provenance, sections, worst  # noqa: E402
 from bench.baselines import FLOOR  # noqa: E402
 from bench.points import TORCHSERVE_DEFAULTS, Point  # noqa: E402
 from bench.sections import measured  # noqa: E402
@@ -173,6 +173,7 @@ def write_report(
     heavy_light: list[fairness.HeavyBesideLight],
     budget_costs: list[budgets.BudgetCost],
     monitoring: dict | None = None,
+    provenance_figures: dict | None = None,
 ) -> None:
     plots(points, out)
     lines = [
@@ -192,6 +193,7 @@ def write_report(
         *_section("Heavy beside light", HEAVY, "", *fairness.table(heavy_light)),
         *_section("Budgets", BUDGETS, "", *budgets.table(budget_costs)),
         *_section("Monitoring cost", MONITORING, "", *monitoring_cost.table(monitoring)),
+        *_section("Provenance cost", PROVENANCE, "", *provenance.table(provenance_figures)),
         *_deployments(points),
         *_sweep(points),
     ]
@@ -202,6 +204,10 @@ MONITORING = (
     "What counting every answered row into its reference buckets costs (bench/monitoring_cost.py): the shipped "
     "digits archive against the same archive without its reference profile on one server, and each handler in "
     "process with and without its monitor."
+)
+PROVENANCE = (
+    "Signing each archive when it is built and verifying it before it is loaded (bench/provenance.py), against "
+    "reading the file and hashing it once with SHA-256."
 )
 RESULT_STAGES = ("in-process", "shipped", "floor", "peer", "defaults", "settings")
 BASELINES = (

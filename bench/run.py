@@ -29,6 +29,7 @@ from bench import (
     inprocess,
     monitoring_cost,
     preprocess,
+    provenance,
     report,
     worst,
 )
@@ -261,6 +262,21 @@ def monitoring_only(out_root: Path = ROOT / "bench" / "results") -> Path:
     return out
 
 
+def provenance_only(out_root: Path = ROOT / "bench" / "results") -> Path:
+    """`tsforge bench --provenance`: signing and verifying each archive alone, in its own
+    results.json, which `--publish` merges into the published run."""
+    for spec in SPECS.values():
+        for runtime in spec.formats:
+            build.build(spec, progress=False, runtime=runtime)
+    figures = provenance.measure(MODEL_STORE)
+    out = out_root / (time.strftime("%Y-%m-%d-%H%M%S") + "-provenance")
+    results = {"date": time.strftime("%Y-%m-%d"), "machine": report.machine(), "quick": False, "provenance": figures}
+    write_json(out / "results.json", results)
+    print("\n".join(provenance.table(figures)))
+    print(f"results: {out / 'results.json'}")
+    return out
+
+
 def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Path:
     ensure_tools()
     seconds = 1.0 if quick else 10.0
@@ -292,6 +308,8 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
     log("each model's worst forward pass within its budget, in process")
     budget_costs = budgets.measure(ARTIFACTS)
     monitoring = monitoring_cost.measure(seconds, 1 if quick else monitoring_cost.ROUNDS, log, MODEL_STORE, ARTIFACTS)
+    log("signing and verifying each archive")
+    provenance_figures = provenance.measure(MODEL_STORE, 1 if quick else provenance.REPEATS)
     if not quick:  # the deployments build images and start compose and a swarm: full runs only
         path, content_type = BODIES[deployments.MODEL]
         points += deployments.measure(path, content_type, seconds, log)
@@ -313,9 +331,21 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
         "heavy_beside_light": [asdict(r) for r in heavy_light],
         "budgets": [asdict(b) for b in budget_costs],
         "monitoring": monitoring,
+        "provenance": provenance_figures,
     }
     write_json(out / "results.json", results)
-    report.write_report(points, out, quick, seconds, costs, preprocess_figures, heavy_light, budget_costs, monitoring)
+    report.write_report(
+        points,
+        out,
+        quick,
+        seconds,
+        costs,
+        preprocess_figures,
+        heavy_light,
+        budget_costs,
+        monitoring,
+        provenance_figures,
+    )
     log(f"report: {out / 'report.md'}")
     failed = [p for p in points if p.errors]
     if failed:

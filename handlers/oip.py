@@ -265,17 +265,28 @@ def encode_response(body: dict[str, Any], binary: bool | frozenset[str]) -> tupl
     When the length is not None, set it as the Inference-Header-Content-Length response header
     (and Content-Type application/octet-stream); when None, the bytes are the plain JSON body.
     """
-    outputs, blobs = [], []
-    for output in body.get("outputs", []):
-        if binary is True or (binary and output.get("name") in binary):
-            blob = _wire_bytes(output["data"], output["datatype"])
-            params = {**output.get("parameters", {}), "binary_data_size": len(blob)}
-            output = {**{k: v for k, v in output.items() if k != "data"}, "parameters": params}
+    return _encode(body, "outputs", binary)
+
+
+def encode_request(inputs: list[dict[str, Any]]) -> tuple[bytes, dict[str, str]]:
+    """A request of `inputs` as tritonclient sends it by default: every tensor in binary after
+    the JSON header, outputs asked for as JSON. Returns (body, headers)."""
+    body, header_length = _encode({"inputs": inputs}, "inputs", True)
+    return body, {"Content-Type": "application/octet-stream", BINARY_HEADER: str(header_length)}
+
+
+def _encode(doc: dict[str, Any], key: str, binary: bool | frozenset[str]) -> tuple[bytes, int | None]:
+    tensors, blobs = [], []
+    for tensor in doc.get(key, []):
+        if binary is True or (binary and tensor.get("name") in binary):
+            blob = _wire_bytes(tensor["data"], tensor["datatype"])
+            params = {**tensor.get("parameters", {}), "binary_data_size": len(blob)}
+            tensor = {**{k: v for k, v in tensor.items() if k != "data"}, "parameters": params}
             blobs.append(blob)
-        outputs.append(output)
+        tensors.append(tensor)
     if not blobs:  # the extension sends its header only when binary data follows
-        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), None
-    header = orjson.dumps({**body, "outputs": outputs}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), None
+    header = orjson.dumps({**doc, key: tensors}, option=orjson.OPT_SERIALIZE_NUMPY)
     return b"".join([header, *blobs]), len(header)
 
 

@@ -84,6 +84,11 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     assert {c["model"] for c in monitoring["in_process"]} == set(SPECS)
     assert all(0 < c["counting_ms"] < c["monitored_ms"] for c in monitoring["in_process"])
     assert "## Monitoring cost" in report
+    # What provenance costs: every served archive signed and verified, beside hashing it once.
+    signed = {c["archive"]: c for c in data["provenance"]["archives"]}
+    assert set(signed) == {f"{name}.mar" for name in build.SERVED}
+    assert all(0 < c["hash_ms"] and 0 < c["sign_ms"] and 0 < c["verify_ms"] for c in signed.values())
+    assert "## Provenance cost" in report and "| minilm.mar |" in report
     # The budgets' cost: every served archive's worst pass, timed, beside its declared budgets.
     budgets = {b["model"]: b for b in data["budgets"]}
     assert set(budgets) == set(build.SERVED) and all(b["pass_ms"] > 0 for b in budgets.values())

@@ -74,6 +74,15 @@ def test_the_kinds_monitoring_signals_build_a_reference_profile_and_bucket_live_
     assert bucket_of(profile[0], values["mean"]).max() == len(profile[0]["shares"]) - 1
 
 
+def test_the_kinds_replay_inputs_decode_back_to_its_rows(signal):
+    from handlers.oip import encode_request
+
+    rows = np.random.default_rng(1).normal(size=(3, 8)).astype(np.float32)
+    body, headers = encode_request(codec_for("signal").replay_inputs(rows, signal))
+    payload = Payload(body, "application/json", headers["Inference-Header-Content-Length"])
+    np.testing.assert_array_equal(codec_for("signal").decode_request(payload, signal, Limits()).rows, rows)
+
+
 @pytest.mark.parametrize(
     ("body", "media_type", "status", "code"),
     [

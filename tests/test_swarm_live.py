@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +27,8 @@ from tsforge.monitoring import rules
 from tsforge.monitoring.traffic import held_out_then_shifted
 from tsforge.packaging import build
 from tsforge.server.torchserve import free_port
+
+TSFORGE = str(Path(sys.executable).with_name("tsforge"))
 
 pytestmark = pytest.mark.docker
 
@@ -58,10 +61,18 @@ def wait_for(what: str, ok, timeout: float = 240) -> None:
 
 
 class Stack:
-    def __init__(self, env: dict[str, str], key: str) -> None:
+    def __init__(self, env: dict[str, str], key: str, stores: dict[str, Path]) -> None:
         self.env, self.key = env, key
-        self.url = f"http://127.0.0.1:{env['GATEWAY_PORT']}/predictions/digits"
+        self.gateway = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+        self.url = f"{self.gateway}/predictions/digits"
         self.body, self.content_type = example(SPECS["digits"])
+        self.stores = stores  # models image -> the store baked into it
+
+    def verify(self, image: str) -> subprocess.CompletedProcess:
+        """`tsforge verify` through the gateway with the samples of the store baked into `image`."""
+        store = self.stores[image.split("@")[0]]  # Swarm may pin the tag to a digest
+        args = ["verify", self.gateway, "--store", str(store), "--inference-key", self.key]
+        return subprocess.run([TSFORGE, *args], capture_output=True, text=True, timeout=300)
 
     def predict(self, key: str | None = None) -> requests.Response:
         headers = {"Content-Type": self.content_type, "Authorization": f"Bearer {self.key if key is None else key}"}
@@ -128,21 +139,28 @@ def stack(tmp_path_factory):
     key = os.urandom(32).hex()
     images, _ = containers.build_all()
     root = tmp_path_factory.mktemp("stores")
-    v1 = containers.models_image("swarm-test-1.0", archives(root, "1.0"))
-    v2 = containers.models_image("swarm-test-2.0", archives(root, "2.0"))
+    stores = {version: archives(root, version) for version in ("1.0", "2.0")}
+    v1 = containers.models_image("swarm-test-1.0", stores["1.0"])
+    v2 = containers.models_image("swarm-test-2.0", stores["2.0"])
     env = {**os.environ, **images.env(), "MODELS_IMAGE": v1, "REPLICAS": "2", "GATEWAY_PORT": str(free_port())}
     # The shipped rules over a window short enough for a test.
     env["PROMETHEUS_RULES"] = str(rules.write(tmp_path_factory.mktemp("rules") / "rules.yml", DRIFT_RULES))
     with deployed_stack(STACK, env, key) as env:
-        deployed = Stack(env, key)
+        deployed = Stack(env, key, {v1: stores["1.0"], v2: stores["2.0"]})
         wait_for("two healthy replicas", lambda: len(tasks_running()) == 2)
         wait_for("an answer through the gateway", deployed.answers)
         # The protocol's ready route too, as a Triton client polls it before it starts; then
         # five steady seconds: right after a deploy the gateway's DNS discovery of the replicas
         # settles, and a request in that moment was once answered 503 no_replica (1 run in 3).
         wait_for("5 s of steady answers and GET /v2/health/ready", deployed.steady)
-        deployed.v2 = v2
+        deployed.v1, deployed.v2 = v1, v2
         yield deployed
+
+
+def test_the_replay_agrees_through_the_swarm_gateway(stack):
+    done = stack.verify(stack.v1)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "agrees    digits.mar (digits 1.0)" in done.stdout
 
 
 def test_a_request_without_the_gateway_key_is_refused(stack):
@@ -328,6 +346,11 @@ def test_a_rolling_update_loses_no_request_and_ends_on_the_new_version(stack):
         "service", "inspect", "-f", "{{.Spec.UpdateConfig.Order}} {{.Spec.UpdateConfig.FailureAction}}", SERVICE
     )
     assert spec.stdout.split() == ["start-first", "rollback"]
+    # The replay after the update: 2.0's sample agrees; 1.0's no longer finds its version.
+    now = stack.verify(stack.v2)
+    assert now.returncode == 0, now.stdout + now.stderr
+    old = stack.verify(stack.v1)
+    assert old.returncode == 1 and "DISAGREES digits.mar (digits 1.0)" in old.stdout, old.stdout + old.stderr
 
 
 def test_an_update_to_an_image_with_a_tampered_archive_rolls_back(stack, tmp_path):
@@ -356,6 +379,9 @@ def test_an_update_to_an_image_with_a_tampered_archive_rolls_back(stack, tmp_pat
     after = docker("service", "inspect", "-f", "{{.Spec.TaskTemplate.ContainerSpec.Image}}", SERVICE).stdout.strip()
     assert after == before and "tampered" not in after
     assert figures["requests"] > 0 and stack.answers(), out_
+    # What runs after the rollback is still what was gated: the image's own samples agree.
+    replayed = stack.verify(before)
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
 
 
 def test_scaling_to_three_puts_the_new_replica_to_work(stack):

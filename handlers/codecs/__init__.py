@@ -11,6 +11,8 @@ logic could move to another server unchanged. Each one defines
 - `input_signals(rows, contract)`: per model row, the numbers monitoring buckets against the
   archive's reference profile (handlers.monitoring): a tabular feature, an image's mean
   intensity, a text's tokens;
+- `replay_inputs(rows, contract)`: the Open Inference Protocol input that decodes back to
+  model rows, which the archive's replay sample sends (training.replay, `tsforge verify`);
 - `COST_UNIT`, what its budgets count, and optionally `collate(rows)` (default: concatenate).
 A new input kind is one module here plus one contract class in handlers/contracts.py.
 """

@@ -221,6 +221,17 @@ def input_signals(rows: np.ndarray, contract: ImageContract) -> dict[str, np.nda
     return signals
 
 
+def replay_inputs(rows: np.ndarray, contract: ImageContract) -> list[dict[str, Any]]:
+    """The protocol's input that decodes back to `rows` (k, channels, side, side): the pixels
+    in [0, 1] before normalisation (the archive's replay sample, tsforge verify)."""
+    pixels = rows
+    if contract.mean:
+        mean = np.asarray(contract.mean, np.float32)[:, None, None]
+        pixels = rows * np.asarray(contract.std, np.float32)[:, None, None] + mean
+    pixels = np.clip(pixels[:, 0] if contract.channels == 1 else pixels, 0.0, 1.0).astype(np.float32)
+    return [{"name": "pixels", "shape": list(pixels.shape), "datatype": "FP32", "data": pixels}]
+
+
 def oip_metadata(contract: ImageContract) -> dict[str, list[dict[str, Any]]]:
     """The tensors `decode_request` and `encode_outputs` take and give in the protocol's form."""
     return {

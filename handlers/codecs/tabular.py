@@ -83,6 +83,12 @@ def input_signals(rows: np.ndarray, contract: TabularContract) -> dict[str, np.n
     return {name: rows[:, i] for i, name in enumerate(contract.features)}
 
 
+def replay_inputs(rows: np.ndarray, contract: TabularContract) -> list[dict[str, Any]]:
+    """The protocol's input that decodes back to `rows` (k, n): the raw features, as they are."""
+    values = rows.astype(np.float32)
+    return [{"name": "features", "shape": list(values.shape), "datatype": "FP32", "data": values}]
+
+
 def oip_metadata(contract: TabularContract) -> dict[str, list[dict[str, Any]]]:
     """The tensors `decode_request` and `encode_outputs` take and give in the protocol's form."""
     if contract.labels is None:

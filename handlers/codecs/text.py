@@ -133,6 +133,15 @@ def input_signals(rows: np.ndarray, contract: TextContract) -> dict[str, np.ndar
     }
 
 
+def replay_inputs(rows: np.ndarray, contract: TextContract) -> list[dict[str, Any]]:
+    """The protocol's input for `rows` (k, 2, L): each row's tokens decoded back to a text.
+    Decoding drops what the tokenizer normalised away (case, accents), so the text may tokenize
+    differently from the row; the replay records what the model answers to the text itself."""
+    tok = tokenizer(contract.tokenizer, contract.max_tokens)
+    texts = [tok.decode(ids[mask == 1].tolist(), skip_special_tokens=True) for ids, mask in rows]
+    return [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]
+
+
 def oip_metadata(contract: TextContract) -> dict[str, list[dict[str, Any]]]:
     """The tensors `decode_request` and `encode_outputs` take and give in the protocol's form."""
     return {

@@ -22,4 +22,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.monitoring:
         run.monitoring_only()
         return
+    if args.provenance:
+        run.provenance_only()
+        return
     run.run(quick=args.quick)

@@ -7,6 +7,7 @@ tsforge build    --model all         # the three above, skipped when up to date
                  --runtime onnx      # (export, archive, build) one format only
 tsforge serve start|stop|status|key  # TorchServe on config.properties
 tsforge predict  --model digits-onnx examples/mnist-7.png
+tsforge verify   [URL]               # each archive's held-out sample replayed live, compared
 tsforge demo                         # all of it, then one request per model
 tsforge docker build|wait|models     # images without a registry; compose health; archives baked in
 tsforge monitor [--plot drift.png]   # drift, confidence, errors, traffic per model, from Prometheus
@@ -172,6 +173,17 @@ def serving_verbs(sub) -> None:  # noqa: ANN001
             a.add_argument("--max-workers", type=int)
     s.set_defaults(verb=("serving", "cmd_models"))
 
+    s = sub.add_parser(
+        "verify", help="replay each archive's held-out sample through a running endpoint; exit 1 on a disagreement"
+    )
+    s.add_argument("url", nargs="?", help="the inference endpoint, e.g. the compose gateway (default: `make serve`'s)")
+    s.add_argument(
+        "--store", default=str(MODEL_STORE), help="the archives whose samples to replay (default: model_store/)"
+    )
+    s.add_argument("--model", action="append", help="only this served model, e.g. digits-onnx (repeatable)")
+    s.add_argument("--inference-key", help="default: the local TorchServe's key_file.json")
+    s.set_defaults(verb=("serving", "cmd_verify"))
+
 
 def other_verbs(sub) -> None:  # noqa: ANN001
     s = sub.add_parser("bench", help="in-process limit vs served vs TorchServe defaults (writes bench/results/)")
@@ -181,6 +193,7 @@ def other_verbs(sub) -> None:  # noqa: ANN001
         "the README's figures from it (instead of running)",
     )  # fmt: skip
     s.add_argument("--monitoring", action="store_true", help="only the monitoring cost (its own results.json)")
+    s.add_argument("--provenance", action="store_true", help="only signing and verifying (its own results.json)")
     s.set_defaults(verb=("benchmark", "cmd_bench"))
 
     s = sub.add_parser("monitor", help="drift, confidence, errors and traffic per model, from Prometheus")

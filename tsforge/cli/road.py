@@ -12,7 +12,7 @@ from training.export import FORMATS
 from tsforge.cli.serving import archives, print_server
 from tsforge.packaging import build
 from tsforge.paths import ARTIFACTS, EXAMPLES, MODEL_STORE, ROOT, RUN_DIR
-from tsforge.server import client, torchserve
+from tsforge.server import client, torchserve, verify
 
 
 def _specs(name: str):
@@ -120,4 +120,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
                 answer = {**answer, "embedding": [*vector[:4], f"... {len(vector)} floats"]}
             print(f"\n{model} <- {path.relative_to(ROOT)}\n{client.pretty(answer)}")
             print(f"again: {curl_command(server, model, path)}")
+    print("\nEach archive's held-out sample, replayed live (`tsforge verify`):")
+    verify.report(server.inference_url, MODEL_STORE, client.Client(server).key("inference"))
     print("\nTorchServe keeps running; `make stop` ends it.")

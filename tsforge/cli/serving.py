@@ -1,4 +1,4 @@
-"""The serving verbs: serve (start, stop, status, key, run, health), predict and models."""
+"""The serving verbs: serve (start, stop, status, key, run, health), predict, models and verify."""
 
 from __future__ import annotations
 
@@ -83,3 +83,16 @@ def cmd_models(args: argparse.Namespace) -> None:
     else:
         answer = c.unregister(args.name, args.version)
     print(client.pretty(answer))
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from tsforge.server import verify
+
+    url, key = args.url, args.inference_key
+    if url is None:  # the local TorchServe, with its own key
+        if not torchserve.is_running():
+            raise SystemExit("TorchServe is not running (start it with `make serve`), or pass the endpoint's URL")
+        server = torchserve.server_for(RUN_DIR)
+        url = server.inference_url
+        key = key or (server.keys()["inference"] if server.key_file.exists() else None)
+    verify.report(url, Path(args.store), key, args.model)

@@ -3,7 +3,7 @@
 The archive holds the exported file, TorchScript or ONNX (no model code: the worker needs
 none, and the handler picks the runtime by the file's suffix), the one handler entry point
 with the handler modules its input kind imports (and no others), model-config.yaml (serving
-settings, the kind, the contract and the limits) and the model card.
+settings, the kind, the contract and the limits), the model card and the replay sample.
 It is written to a temporary folder inside the store and renamed, so an interrupted build
 never leaves a half-written `.mar` where TorchServe would load it.
 """
@@ -24,6 +24,7 @@ import yaml
 from handlers import contracts
 from handlers.base import MODEL_CARD
 from handlers.codecs import codec_file
+from training.replay import REPLAY
 from training.specs import ModelSpec
 from tsforge.packaging import signing
 from tsforge.packaging.dependencies import local_imports
@@ -56,7 +57,7 @@ def handler_files(kind: str, entry: Path = HANDLER) -> list[Path]:
     return local_imports(entry, codec_file(kind))
 
 
-def _stage(spec: ModelSpec, card: dict[str, Any], stage: Path, entry: Path) -> Path:
+def _stage(spec: ModelSpec, card: dict[str, Any], stage: Path, entry: Path, replay: dict[str, Any] | None) -> Path:
     """Lay out the archive's extra files; returns the folder to pass as --extra-files."""
     extra = stage / "extra"
     (extra / "handlers").mkdir(parents=True)
@@ -69,6 +70,8 @@ def _stage(spec: ModelSpec, card: dict[str, Any], stage: Path, entry: Path) -> P
         if hasattr(spec.contract, field):
             shutil.copy(getattr(spec.contract, field), extra / Path(getattr(spec.contract, field)).name)
     (extra / MODEL_CARD).write_text(json.dumps(card, indent=2))
+    if replay is not None:
+        (extra / REPLAY).write_text(json.dumps(replay))
     (stage / MODEL_CONFIG).write_text(yaml.safe_dump(model_config_yaml(spec), sort_keys=False))
     return extra
 
@@ -82,20 +85,22 @@ def build_archive(
     archive_name: str | None = None,
     model_name: str | None = None,
     handler: Path = HANDLER,
+    replay: dict[str, Any] | None = None,
 ) -> Path:
     """Run torch-model-archiver and move the result into `store` atomically.
 
     The model is named `model_name` (default `spec.name`; `digits-onnx` for the ONNX export)
     inside; `archive_name` only names the file, so a second version (digits-v2.mar, version
     2.0) registers as another version of `digits`. `handler` is the entry point (tests pass
-    their own subclass of Handler).
+    their own subclass of Handler). `replay` is the held-out sample `tsforge verify` replays
+    (training.replay); an archive without one can be served but not verified live.
     """
     model_name = model_name or spec.name
     name = archive_name or model_name
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=store, prefix=f".{name}-build-") as tmp:
         tmp_path = Path(tmp)
-        extra = _stage(spec, card, tmp_path, handler)
+        extra = _stage(spec, card, tmp_path, handler, replay)
         cmd = [
             str(Path(sys.executable).with_name("torch-model-archiver")),
             "--model-name",

@@ -25,6 +25,8 @@ from training.export import FORMATS, export, loaded, run_gates
 from training.files import write_json
 from training.gates import GateResult, enforce
 from training.profile import reference_profile
+from training.replay import REPLAY, check_of
+from training.replay import sample as replay_sample
 from training.specs import ModelSpec, TrainConfig
 from training.train import CHECKPOINT, METRICS, load_checkpoint, train
 from training.weights import WeightsError, adopt, weights_digest
@@ -85,7 +87,7 @@ def export_and_gate(spec: ModelSpec, out_dir: Path, runtime: str = "torchscript"
     eager, config = load_checkpoint(out_dir / CHECKPOINT, spec)
     splits = spec.splits(config.seed if config else spec.seed)
     target = export_dir(out_dir, runtime)
-    for stale in (GATES, PROFILE):  # never leave an older verdict or profile beside a new export
+    for stale in (GATES, PROFILE, REPLAY):  # never leave an older verdict or sample beside a new export
         (target / stale).unlink(missing_ok=True)
     path = export(spec, eager, target, fmt, splits)
     exported = loaded(path)
@@ -93,6 +95,8 @@ def export_and_gate(spec: ModelSpec, out_dir: Path, runtime: str = "torchscript"
     write_json(target / GATES, [r.to_dict() for r in results])
     enforce(results)
     write_json(target / PROFILE, reference_profile(spec, exported, splits.test))
+    check = check_of(fmt.tolerance, fmt.cosine)
+    write_json(target / REPLAY, replay_sample(spec, exported, splits.test, fmt.served_name(spec.name), check))
     return path, results
 
 
@@ -138,7 +142,10 @@ def archive_export(
     card = model_card(spec, out_dir, version, runtime, gates)
     write_json(export_dir(out_dir, runtime) / MODEL_CARD, card)
     served = exported_file(spec, out_dir, runtime)
-    return archive.build_archive(spec, served, card, store, version, archive_name=archive_name, model_name=card["name"])
+    replay = {**json.loads((export_dir(out_dir, runtime) / REPLAY).read_text()), "version": version}
+    return archive.build_archive(
+        spec, served, card, store, version, archive_name=archive_name, model_name=card["name"], replay=replay
+    )
 
 
 def build(
