@@ -1,7 +1,7 @@
 # Every target calls the `tsforge` CLI; the logic lives there (and setup in scripts/bootstrap.sh).
 BIN := .venv/bin
 
-.PHONY: setup demo test bench serve stop status lint docker-check docker-build docker-test swarm-test clean
+.PHONY: setup demo test bench serve stop status verify lint docker-check docker-build docker-test swarm-test clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -21,6 +21,9 @@ serve: setup  ## start TorchServe in the background on the archives in model_sto
 
 stop: setup
 	$(BIN)/tsforge serve stop
+
+verify: setup  ## each archive's held-out sample, replayed through the running TorchServe (or URL=... KEY=...)
+	$(BIN)/tsforge verify $(URL) $(if $(KEY),--inference-key "$(KEY)")
 
 status: setup
 	$(BIN)/tsforge serve status

@@ -243,37 +243,27 @@ def ensure_tools() -> None:
         raise SystemExit("hey is missing: scripts/bootstrap.sh installs it (apt-get install hey)")
 
 
-def monitoring_only(out_root: Path = ROOT / "bench" / "results") -> Path:
-    """`tsforge bench --monitoring`: the monitoring cost alone (full-run settings), in its own
-    results.json, which `--publish` merges into the published run."""
+def section_only(name: str, out_root: Path = ROOT / "bench" / "results") -> Path:
+    """`tsforge bench --monitoring` or `--provenance`: that section alone (full-run settings),
+    in its own results.json, which `--publish` merges into the published run."""
     started = time.time()
 
     def log(stage: str) -> None:
         print(f"[bench {time.time() - started:5.0f} s] {stage}", flush=True)
 
-    for spec in SPECS.values():  # the TorchScript archives, each handler's in-process figures
-        build.build(spec, progress=False)
-    figures = monitoring_cost.measure(10.0, monitoring_cost.ROUNDS, log)
-    out = out_root / (time.strftime("%Y-%m-%d-%H%M%S") + "-monitoring")
-    results = {"date": time.strftime("%Y-%m-%d"), "machine": report.machine(), "quick": False, "monitoring": figures}
-    write_json(out / "results.json", results)
-    print("\n".join(monitoring_cost.table(figures)))
-    log(f"results: {out / 'results.json'}")
-    return out
-
-
-def provenance_only(out_root: Path = ROOT / "bench" / "results") -> Path:
-    """`tsforge bench --provenance`: signing and verifying each archive alone, in its own
-    results.json, which `--publish` merges into the published run."""
     for spec in SPECS.values():
         for runtime in spec.formats:
             build.build(spec, progress=False, runtime=runtime)
-    figures = provenance.measure(MODEL_STORE)
-    out = out_root / (time.strftime("%Y-%m-%d-%H%M%S") + "-provenance")
-    results = {"date": time.strftime("%Y-%m-%d"), "machine": report.machine(), "quick": False, "provenance": figures}
+    module, measure = {
+        "monitoring": (monitoring_cost, lambda: monitoring_cost.measure(10.0, monitoring_cost.ROUNDS, log)),
+        "provenance": (provenance, lambda: provenance.measure(MODEL_STORE)),
+    }[name]
+    figures = measure()
+    out = out_root / (time.strftime("%Y-%m-%d-%H%M%S") + f"-{name}")
+    results = {"date": time.strftime("%Y-%m-%d"), "machine": report.machine(), "quick": False, name: figures}
     write_json(out / "results.json", results)
-    print("\n".join(provenance.table(figures)))
-    print(f"results: {out / 'results.json'}")
+    print("\n".join(module.table(figures)))
+    log(f"results: {out / 'results.json'}")
     return out
 
 

@@ -7,8 +7,9 @@ FROM ${BASE}
 # The archives with their signatures, and the public key they were signed with
 # (tsforge.deploy.containers.models_image stages them). Root-owned and read-only to TorchServe
 # (uid 1000): it loads only what the entrypoint verified, and cannot add to it.
-COPY trusted/ /opt/tsforge/trusted/
+# Only these: the base image's own archives and the key of its build go.
 USER 0
-RUN rm -rf /home/model-server/model_store && mkdir -m 0755 /home/model-server/model_store
-COPY store/ /home/model-server/model_store/
+RUN rm -rf /opt/tsforge/model_store /opt/tsforge/trusted/* && mkdir -m 0755 /opt/tsforge/model_store
+COPY trusted/ /opt/tsforge/trusted/
+COPY store/ /opt/tsforge/model_store/
 USER 1000:1000

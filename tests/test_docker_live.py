@@ -267,7 +267,7 @@ def test_the_torchserve_image_refuses_a_store_that_does_not_verify(deployment, t
     image = deployment.run(f"docker inspect -f '{{{{.Config.Image}}}}' {deployment.container()}").strip()
     mounts = [
         "-v",
-        f"{store}:/home/model-server/model_store:ro",
+        f"{store}:/opt/tsforge/model_store:ro",
         "-v",
         f"{containers.TRUSTED_DIR}:/opt/tsforge/trusted:ro",
     ]

@@ -164,12 +164,18 @@ def test_every_listener_binds_loopback_only(server):
 
 @pytest.mark.parametrize("url", ["https://example.com/evil.mar", "http://127.0.0.1:1/x.mar", "file:///etc/passwd.mar"])
 def test_registering_from_outside_the_model_store_is_refused(server, url):
-    """By the client, which verifies store archives only; and by TorchServe's allowed_urls for a
-    caller that goes to the management API directly."""
-    with pytest.raises(signing.SignatureError, match="no such archive in the model store"):
+    """By the client, which takes file names in the store only; and by TorchServe's allowed_urls
+    for a caller that goes to the management API directly."""
+    with pytest.raises(ValueError, match="archive's file name in the model store"):
         Client(server).register(url)
     r = requests.post(f"{server.management_url}/models", params={"url": url}, headers=server.headers("management"))
     assert r.status_code >= 400 and "does not match any allowed URL" in r.text, r.text
+
+
+@pytest.mark.parametrize("name", ["../digits.mar", "sub/digits.mar", "digits", ".hidden.mar", "/abs/digits.mar"])
+def test_register_takes_only_a_file_name_in_the_store(server, name):
+    with pytest.raises(ValueError, match="archive's file name in the model store"):
+        Client(server).register(name)
 
 
 def test_killing_every_worker_under_traffic_recovers(server):

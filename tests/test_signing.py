@@ -157,3 +157,33 @@ def test_a_corrupt_signature_or_a_link_is_named_as_such(small):
     sig = signing.signature_of(small / "a.mar")
     sig.write_text(sig.read_text()[:100])
     assert signing.problem(small / "a.mar", keys).startswith("unreadable signature a.mar.sig")
+
+
+@pytest.mark.integration
+def test_torchserve_loads_the_copy_that_verified_not_what_the_store_holds_later(store, tmp_path):
+    """The store changed after the start (one byte of an archive, an archive added): TorchServe
+    reads its private copy, checked at start, and knows no archive that was not checked."""
+    import requests
+
+    from tests.conftest import running_torchserve
+
+    with running_torchserve(store, tmp_path / "run") as server:
+        assert server.model_store != store and server.source_store == store.resolve()
+        spoil(store, "one byte changed")
+        shutil.copy(store / "wine.mar", store / "added.mar")
+        manage = {"headers": server.headers("management"), "timeout": 120}
+        params = {"url": "diabetes.mar", "initial_workers": 1, "synchronous": "true"}
+        r = requests.post(f"{server.management_url}/models", params=params, **manage)
+        assert r.status_code == 200, r.text  # the copy verified at start, not the changed file
+        answer = requests.post(
+            f"{server.inference_url}/predictions/diabetes",
+            json={"features": [0.0] * 10},
+            headers=server.headers("inference"),
+            timeout=60,
+        )
+        assert answer.status_code == 200 and "prediction" in answer.json(), answer.text
+        r = requests.post(f"{server.management_url}/models", params={**params, "url": "added.mar"}, **manage)
+        assert r.status_code >= 400, r.text
+        with pytest.raises(signing.SignatureError, match="diabetes.mar: changed since it was signed"):
+            Client(server).register("diabetes.mar")
+        assert signing.problem(server.model_store / "diabetes.mar", signing.trusted_keys()) is None

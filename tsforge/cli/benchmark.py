@@ -19,10 +19,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         return
     from bench import run
 
-    if args.monitoring:
-        run.monitoring_only()
-        return
-    if args.provenance:
-        run.provenance_only()
+    if args.monitoring or args.provenance:
+        run.section_only("monitoring" if args.monitoring else "provenance")
         return
     run.run(quick=args.quick)

@@ -318,7 +318,12 @@ def models_image(tag: str, store: Path, base: str = "tsforge:cpu") -> str:
 
 
 def trusted_keys(folder: Path) -> Path:
-    """`folder` holding the public key this machine signs archives with (the image trusts it)."""
+    """`folder` holding the public key this machine signs archives with and every key it trusts
+    (TSFORGE_TRUSTED_KEYS): the image trusts what this machine trusts, and no other key."""
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(signing.public_key(), folder / "builder.pem")
+    own = signing.public_key()
+    shutil.copy(own, folder / "builder.pem")
+    for key in signing.trusted_keys():
+        if key.resolve() != own.resolve():
+            shutil.copy(key, folder / f"trusted-{key.name}")
     return folder

@@ -13,11 +13,15 @@ public half, plus every `*.pem` named by `TSFORGE_TRUSTED_KEYS` (paths, or folde
 separated by `:`), which is how a server that did not build its archives trusts the builder.
 `TSFORGE_ALLOW_UNSIGNED=1` skips verification for development, with a warning per archive; it
 is off unless set.
+
+What is checked is what loads (`loadable_store`, `admit`): TorchServe reads a store this user
+cannot change, or a private copy of it whose files were verified as copied.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -175,3 +179,49 @@ def verify(archives: list[Path], keys: list[Path] | None = None) -> None:
     failed = [f"{archive.name}: {reason}" for archive in archives if (reason := problem(archive, keys))]
     if failed:
         raise SignatureError("refusing to load unverified archives:\n  " + "\n  ".join(failed))
+
+
+def loadable_store(store: Path, private: Path) -> Path:
+    """The folder TorchServe loads from, every archive in it verified (`verify`).
+
+    A store this process cannot change (a container's: root-owned, read-only) is verified where
+    it is. Any other is copied, each archive with its signature, into `private` (made afresh,
+    owner-only), and the copies are verified: whoever writes `store` afterwards changes nothing
+    TorchServe reads, and the management API finds no archive there that was not checked.
+    """
+    archives = sorted(store.glob("*.mar"))
+    if not _writable(store, archives):
+        verify(archives)
+        return store
+    shutil.rmtree(private, ignore_errors=True)
+    private.mkdir(mode=0o700, parents=True)
+    for archive in archives:
+        _copy_with_signature(archive, private)
+    verify(sorted(private.glob("*.mar")))
+    return private
+
+
+def admit(archive: Path, private: Path) -> Path:
+    """`archive` copied into the private store `private` once its copy verifies (the copy, not
+    the original, so it cannot change in between); an older copy is replaced. Returns the copy."""
+    staging = Path(tempfile.mkdtemp(dir=private, prefix=".admit-"))
+    try:
+        _copy_with_signature(archive, staging)
+        verify([staging / archive.name])
+        for path in (signature_of(staging / archive.name), staging / archive.name):
+            if path.exists():  # the signature first: the archive appears only beside its own
+                os.replace(path, private / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return private / archive.name
+
+
+def _writable(store: Path, archives: list[Path]) -> bool:
+    """Whether this process could change what is in `store` (or rename it away)."""
+    return any(os.access(p, os.W_OK) for p in (store, store.resolve().parent, *archives))
+
+
+def _copy_with_signature(archive: Path, folder: Path) -> None:
+    for path in (archive, signature_of(archive)):
+        if path.is_symlink() or path.exists():  # a link stays a link, which verification refuses
+            shutil.copy2(path, folder / path.name, follow_symlinks=False)

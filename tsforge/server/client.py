@@ -12,6 +12,7 @@ ServeError, never a traceback.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from tsforge.server.torchserve import ServeError, Server
 # negative counts (min=max=-1 leaves the model with no worker at all).
 MAX_WORKERS = 16
 
+# What `register` takes: a file name in the store, never a path or URL (no "/", "..", ":").
+ARCHIVE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.mar")
 CONTENT_TYPES = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
@@ -119,10 +122,21 @@ class Client:
         initial_workers: int = 1,
         synchronous: bool = True,
     ) -> dict[str, Any]:
-        """Register `archive` (a .mar file name in the model store), once its signature verifies."""
+        """Register `archive` (a .mar file name in the model store), once its signature verifies.
+
+        A server on a private copy of its store (tsforge.packaging.signing.loadable_store) gets
+        a verified copy of the archive first: what it loads is what was checked."""
         check_workers(initial_workers)
+        if not ARCHIVE_NAME.fullmatch(archive):
+            raise ValueError(
+                f"register takes an archive's file name in the model store, e.g. digits.mar; got {archive[:80]!r}"
+            )
         self.list()  # a server that is not running says so first
-        signing.verify([self.server.model_store / archive])
+        loaded, source = self.server.model_store, self.server.source_store
+        if loaded.resolve() == source.resolve():
+            signing.verify([loaded / archive])
+        else:
+            signing.admit(source / archive, loaded)
         params: dict[str, Any] = {
             "url": archive,
             "initial_workers": initial_workers,

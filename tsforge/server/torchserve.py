@@ -28,6 +28,8 @@ from tsforge.packaging import signing
 from tsforge.paths import CONFIG, LOG_CONFIG, MODEL_STORE, RUN_DIR
 
 PID_FILE = "torchserve.pid"
+# The private, verified copy of the model store TorchServe loads from, and where it came from.
+PRIVATE_STORE, STORE_FILE = "store", "store.json"
 KEY_FILE = "key_file.json"
 LOG_FILE = "logs/torchserve.out"
 ADDRESS_KEYS = ("inference_address", "management_address", "metrics_address")
@@ -81,6 +83,12 @@ class Server:
         """The store this instance loads archives from: its rendered config's, or the default."""
         rendered = self.run_dir / "config.properties"
         return Path(read_properties(rendered)["model_store"]) if rendered.exists() else MODEL_STORE
+
+    @property
+    def source_store(self) -> Path:
+        """The store it was started on, whose archives `model_store` holds verified copies of."""
+        recorded = self.run_dir / STORE_FILE
+        return Path(json.loads(recorded.read_text())["source"]) if recorded.exists() else self.model_store
 
     def headers(self, kind: str = "inference") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys()[kind]}"} if self.tokens else {}
@@ -169,8 +177,11 @@ def start(
 
     if is_running(run_dir):
         raise ServeError(f"TorchServe is already running from {run_dir}: stop it first (tsforge serve stop).")
-    # Every archive TorchServe could load (at start, or registered later from this store).
-    signing.verify(sorted(model_store.glob("*.mar")))
+    # Every archive TorchServe could load (at start, or registered later), verified where
+    # TorchServe reads it: the store itself when no one here can change it, else a private copy.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    source, model_store = model_store, signing.loadable_store(model_store, run_dir / PRIVATE_STORE)
+    write_json(run_dir / STORE_FILE, {"source": str(source.resolve()), "loaded": str(model_store.resolve())})
     config = render_config(base_config, run_dir, model_store, ports, host, management_host)
     (run_dir / "logs").mkdir(exist_ok=True)
     (run_dir / "tmp").mkdir(exist_ok=True)
