@@ -146,7 +146,6 @@ def test_readme_commands_answer_a_prediction_and_a_promql_query(deployment):
     assert "torchserve_1  |" in output_of(deployment, "logs")  # the container's output, bounded by the driver
 
 
-@pytest.mark.parametrize("archive", build.SERVED)
 def test_the_readme_replay_agrees_through_the_gateway_for_every_archive(deployment):
     """`tsforge verify` as the README runs it: every archive's held-out sample, sent through the
     gateway, answered as the gated export answered it at build time."""
@@ -156,6 +155,7 @@ def test_the_readme_replay_agrees_through_the_gateway_for_every_archive(deployme
     assert f"all {len(archives)} archives answer at {deployment.gateway}" in out
 
 
+@pytest.mark.parametrize("archive", build.SERVED)
 def test_every_model_answers_through_the_gateway(deployment, archive):
     assert (MODEL_STORE / f"{archive}.mar").exists(), "make docker-test builds every archive first"
     body, content_type = example(SPECS[build.MODEL_OF[archive]])
