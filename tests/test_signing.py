@@ -187,3 +187,13 @@ def test_torchserve_loads_the_copy_that_verified_not_what_the_store_holds_later(
         with pytest.raises(signing.SignatureError, match="diabetes.mar: changed since it was signed"):
             Client(server).register("diabetes.mar")
         assert signing.problem(server.model_store / "diabetes.mar", signing.trusted_keys()) is None
+
+
+def test_a_run_folder_whose_private_copy_would_replace_the_store_is_refused_not_emptied(store):
+    """The private copy is made afresh: where it would be the store itself, nothing is deleted."""
+    before = sorted(p.name for p in store.iterdir())
+    with pytest.raises(signing.SignatureError, match="lies inside"):
+        signing.loadable_store(store, store)
+    with pytest.raises(signing.SignatureError, match="lies inside"):
+        signing.loadable_store(store, store.parent)
+    assert sorted(p.name for p in store.iterdir()) == before

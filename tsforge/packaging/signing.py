@@ -193,6 +193,11 @@ def loadable_store(store: Path, private: Path) -> Path:
     if not _writable(store, archives):
         verify(archives)
         return store
+    if store.resolve().is_relative_to(private.resolve()):  # the fresh copy would delete the store itself
+        raise SignatureError(
+            f"the model store {store} lies inside {private}, where TorchServe's verified copy goes: "
+            "start from a run folder that does not hold the store"
+        )
     shutil.rmtree(private, ignore_errors=True)
     private.mkdir(mode=0o700, parents=True)
     for archive in archives:
