@@ -54,6 +54,13 @@ class Limits:
     max_parts: int = 4
     # UTF-8 bytes of one text (text models): tokenizing costs per byte, before truncation.
     max_text_bytes: int = 16 * 1024
+    # Audio models, checked from the file's header before decoding (handlers.codecs.audio):
+    # its duration, its sample rate, and the samples decoding fills (frames x channels at the
+    # file's own rate: a 46 kB FLAC of silence can hold 60 s x 8 channels at 96 kHz, 184 MB
+    # of float32). 60 s of 48 kHz stereo is 5.76 M samples: about 130 ms to decode and resample.
+    max_audio_seconds: int = 60
+    max_audio_samples: int = 60 * 48000 * 2
+    max_sample_rate: int = 192000
     # The work of one forward pass, in the kind's cost unit (codec COST_UNIT: padded tokens,
     # pixels, rows); a request that alone costs more is refused with a 413. And the work of one
     # worker call: past it, the dearest requests are answered 429 at once (handlers.scheduling).
@@ -96,6 +103,9 @@ class Decoded:
     binary_outputs: bool | frozenset[str] = False
     # Labels a classifier's JSON answer lists (0: the contract's default).
     top_k: int = 0
+    # What else a kind's answer needs (audio: the samples before padding, whether to list
+    # per-chunk probabilities).
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def cost(self) -> int:

@@ -102,8 +102,35 @@ class TextContract:
     kind = "text"
 
 
-CONTRACTS = {c.kind: c for c in (ImageContract, TabularContract, TextContract)}
-Contract = ImageContract | TabularContract | TextContract
+@dataclass(frozen=True)
+class AudioContract:
+    """Audio in (WAV, FLAC, OGG or raw float samples), speech segments out: a voice-activity
+    model on 16 kHz mono, one probability per `chunk` samples, each chunk's input prefixed with
+    the previous chunk's last `context` samples. The segment settings are silero-vad's own
+    defaults (get_speech_timestamps): a segment starts at a chunk >= threshold, ends after
+    min_silence_ms below neg_threshold, is dropped under min_speech_ms, and is padded by
+    speech_pad_ms each side."""
+
+    sample_rate: int = 16000
+    chunk: int = 512
+    context: int = 64
+    threshold: float = 0.5
+    neg_threshold: float = 0.35  # silero: max(threshold - 0.15, 0.01)
+    min_speech_ms: int = 250
+    min_silence_ms: int = 100
+    speech_pad_ms: int = 30
+    labels = None  # segments, not a classification
+    kind = "audio"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.neg_threshold <= self.threshold < 1.0:
+            raise ValueError(f"need 0 < neg_threshold ({self.neg_threshold}) <= threshold ({self.threshold}) < 1")
+        if self.context >= self.chunk or min(self.chunk, self.sample_rate) < 1:
+            raise ValueError(f"context ({self.context}) must be shorter than a chunk ({self.chunk})")
+
+
+CONTRACTS = {c.kind: c for c in (AudioContract, ImageContract, TabularContract, TextContract)}
+Contract = AudioContract | ImageContract | TabularContract | TextContract
 # Contract fields that name a file: the archive ships the file and records its base name.
 FILE_FIELDS = ("tokenizer",)
 

@@ -1,0 +1,332 @@
+"""Audio kind (PROTOTYPE): a recording in, speech segments out (a voice-activity model).
+
+Accepted: a WAV, FLAC or OGG (Vorbis/Opus) body or multipart field, {"audio": "<base64>",
+"probabilities": bool}, or an Open Inference Protocol FP32 tensor "audio" of shape [1, n] or
+[n] with parameters {"sample_rate": r}. Files are read by libsndfile (soundfile); the cost is
+bounded from the header before any sample is decoded (duration, rate, frames x channels), then
+exactly the header's frames are read, channels averaged, and resampled to 16 kHz by soxr.
+The audio becomes one row of T chunks (T, context + chunk): each chunk prefixed with the last
+`context` samples of the one before, as silero-vad's own wrappers do, so the model keeps no
+context, only its recurrent state inside one pass. `collate` pads a batch to its longest T.
+
+Measured on the 2-core reference machine (notes/speech.md): sf.info 0.06-0.6 ms; decoding 60 s
+of 44.1 kHz stereo 19 ms (WAV), 62 ms (FLAC), 85 ms (OGG Vorbis); soxr HQ 44.1 -> 16 kHz of
+60 s 23-28 ms; mixdown as a matrix-vector product 7 ms (numpy's mean over the channel axis: 50-70 ms).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+from typing import Any
+
+import numpy as np
+
+from handlers import oip
+from handlers.codec import Decoded, Limits, Payload, RequestError, check_media_type, check_size
+from handlers.contracts import AudioContract
+
+AUDIO_MEDIA = (
+    "audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "audio/flac", "audio/x-flac",
+    "audio/ogg", "application/ogg", "application/octet-stream", "multipart/form-data",
+)  # fmt: skip
+ACCEPTED_MEDIA = (*AUDIO_MEDIA, "application/json")
+# libsndfile's major formats this kind takes (it also reads MP3, AIFF and more: not promised).
+FORMATS = ("WAV", "FLAC", "OGG")
+MIN_SAMPLE_RATE = 8000
+# libsndfile reports SF_COUNT_MAX frames for a FLAC whose STREAMINFO states no length; soundfile
+# then cannot read it bounded (its seek after a short read fails), so it is refused.
+UNKNOWN_FRAMES = 2**62
+# A recurrent model's work grows with the chunks of the longest recording in its pass.
+COST_UNIT = "chunks"
+USAGE = (
+    'Send a WAV, FLAC or OGG body, {"audio": "<base64 file>"}, or an Open Inference Protocol FP32 tensor "audio" '
+    '[1, n] with parameters {"sample_rate": r}.'
+)
+
+
+def frames(audio: np.ndarray, contract: AudioContract) -> np.ndarray:
+    """16 kHz mono samples -> (T, context + chunk): chunk t's samples after the last `context`
+    samples of chunk t - 1 (zeros for the first); the last chunk padded with zeros (silero's
+    OnnxWrapper.__call__ and get_speech_timestamps do the same, one chunk at a time)."""
+    chunk, context = contract.chunk, contract.context
+    steps = max(1, math.ceil(len(audio) / chunk))
+    padded = np.zeros(steps * chunk, np.float32)
+    padded[: len(audio)] = audio
+    chunks = padded.reshape(steps, chunk)
+    previous = np.zeros((steps, context), np.float32)
+    previous[1:] = chunks[:-1, -context:]
+    return np.concatenate([previous, chunks], axis=1)
+
+
+def collate(rows: list[np.ndarray]) -> np.ndarray:
+    """The requests of one pass as one (B, T, context + chunk) input, zero-padded to the longest T.
+    The padded steps' outputs are dropped by encode_outputs; a row's state never meets another's."""
+    longest = max(r.shape[1] for r in rows)
+    return np.concatenate([np.pad(r, ((0, 0), (0, longest - r.shape[1]), (0, 0))) for r in rows])
+
+
+def _refuse(status: int, code: str, detail: str) -> RequestError:
+    return RequestError(status, code, detail)
+
+
+def check_header(info: Any, limits: Limits) -> None:
+    """Refuse from the header alone what would cost too much, or cannot be read bounded."""
+    if info.format not in FORMATS:
+        raise _refuse(415, "unsupported_audio_format", f"{info.format} audio is not accepted; send WAV, FLAC or OGG.")
+    if not MIN_SAMPLE_RATE <= info.samplerate <= limits.max_sample_rate:
+        raise _refuse(
+            400 if info.samplerate < MIN_SAMPLE_RATE else 413,
+            "unsupported_sample_rate",
+            f"The audio's sample rate is {info.samplerate} Hz; accepted: {MIN_SAMPLE_RATE} to {limits.max_sample_rate} Hz (max_sample_rate).",
+        )
+    if info.frames >= UNKNOWN_FRAMES:
+        raise _refuse(400, "audio_length_unknown", "The audio's header states no length; re-encode it with one.")
+    if info.frames == 0:
+        raise _refuse(400, "empty_audio", "The audio holds no samples.")
+    seconds = info.frames / info.samplerate
+    if seconds > limits.max_audio_seconds:
+        raise _refuse(
+            413,
+            "audio_too_long",
+            f"The audio lasts {seconds:.1f} s; the limit is {limits.max_audio_seconds} s per request (max_audio_seconds).",
+        )
+    if info.frames * info.channels > limits.max_audio_samples:
+        raise _refuse(
+            413,
+            "audio_too_large",
+            f"The audio holds {info.frames} frames x {info.channels} channels; the limit is {limits.max_audio_samples} "
+            "samples per request (max_audio_samples): send fewer channels or a lower sample rate.",
+        )
+
+
+def decode_file(raw: bytes, contract: AudioContract, limits: Limits) -> np.ndarray:
+    """WAV, FLAC or OGG bytes -> 16 kHz mono float32, at a cost bounded by the header first."""
+    import soundfile as sf
+
+    check_size(raw, limits)
+    try:
+        info = sf.info(io.BytesIO(raw))
+    except (sf.SoundFileError, RuntimeError) as e:  # LibsndfileError: not a format it knows
+        raise _refuse(400, "undecodable_audio", f"The body is not readable audio ({_reason(e)}). {USAGE}") from e
+    check_header(info, limits)
+    try:
+        with sf.SoundFile(io.BytesIO(raw)) as f:
+            # Exactly the header's frames: never frames=-1, which allocates what the header says.
+            samples = f.read(info.frames, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError) as e:  # FLAC cut or corrupted: "decoder lost sync"
+        raise _refuse(400, "corrupt_audio", f"The audio ends early or is corrupt ({_reason(e)}).") from e
+    if len(samples) == 0:
+        raise _refuse(400, "empty_audio", "The audio holds no samples.")
+    return to_model_rate(mixdown(samples), info.samplerate, contract)
+
+
+def _reason(error: Exception) -> str:
+    """libsndfile's message without soundfile's 'Error opening <_io.BytesIO object at 0x...>:'."""
+    return str(error).rsplit(">: ", 1)[-1].strip()[:120]
+
+
+def mixdown(samples: np.ndarray) -> np.ndarray:
+    """(frames, channels) -> mono, the channels' mean (silero's read_audio does the same)."""
+    if samples.shape[1] == 1:
+        return samples[:, 0]
+    return samples @ np.full(samples.shape[1], 1.0 / samples.shape[1], np.float32)
+
+
+def to_model_rate(mono: np.ndarray, rate: int, contract: AudioContract) -> np.ndarray:
+    if rate == contract.sample_rate:
+        return np.ascontiguousarray(mono, np.float32)
+    import soxr
+
+    return soxr.resample(mono, rate, contract.sample_rate, quality="HQ").astype(np.float32, copy=False)
+
+
+def _v2_audio(doc: dict[str, Any], contract: AudioContract, limits: Limits) -> np.ndarray:
+    """The protocol's FP32 tensor "audio" [1, n] or [n], with its sample rate as a parameter."""
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise _refuse(400, "wrong_v2_request", '"inputs" must be a list holding exactly one tensor object.')
+    tensor = inputs[0]
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(type(d) is int and d > 0 for d in shape) or len(shape) not in (1, 2):
+        raise _refuse(400, "wrong_shape", "shape must be [1, n] or [n]: one recording per request.")
+    if len(shape) == 2 and shape[0] != 1:
+        raise _refuse(400, "wrong_shape", f"shape {shape}: send one recording per request, [1, n].")
+    if tensor.get("datatype") not in ("FP32", "FP16", "FP64", "INT16"):
+        raise _refuse(400, "wrong_datatype", f"datatype {str(tensor.get('datatype'))[:20]!r}: send FP32 samples.")
+    params = tensor.get("parameters") if isinstance(tensor.get("parameters"), dict) else {}
+    rate = params.get("sample_rate", (doc.get("parameters") or {}).get("sample_rate"))
+    if type(rate) is not int:
+        raise _refuse(400, "sample_rate_missing", 'State the samples\' rate: parameters {"sample_rate": 16000}.')
+    n = shape[-1]
+    if not MIN_SAMPLE_RATE <= rate <= limits.max_sample_rate:
+        raise _refuse(
+            400,
+            "unsupported_sample_rate",
+            f"sample_rate {rate}: accepted {MIN_SAMPLE_RATE} to {limits.max_sample_rate} Hz.",
+        )
+    if n / rate > limits.max_audio_seconds or n > limits.max_audio_samples:
+        raise _refuse(
+            413,
+            "audio_too_long",
+            f"{n} samples at {rate} Hz; the limit is {limits.max_audio_seconds} s (max_audio_seconds).",
+        )
+    samples = oip._numbers(tensor.get("data"), shape).reshape(-1)  # TODO: make _numbers public in oip
+    if tensor.get("datatype") == "INT16":
+        samples = samples / 32768.0
+    return to_model_rate(samples.astype(np.float32), rate, contract)
+
+
+def decode_request(payload: Payload, contract: AudioContract, limits: Limits) -> Decoded:
+    """One request -> Decoded rows (1, T, context + chunk), T its 32 ms chunks (the cost)."""
+    check_media_type(payload, ACCEPTED_MEDIA)
+    value = payload.value
+    protocol = payload.binary_header is not None
+    sniffed_json = isinstance(value, (bytes, bytearray)) and bytes(value[:1]) in (b"{", b"[")
+    if (
+        isinstance(value, (bytes, bytearray))
+        and not protocol
+        and payload.media_type != "application/json"
+        and not sniffed_json
+    ):
+        return _decoded(decode_file(bytes(value), contract, limits), contract, "single")
+    doc = oip.split_binary(value, payload.binary_header, limits)
+    if oip.is_v2_request(doc):
+        params = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else {}
+        asked = any(isinstance(o, dict) and o.get("name") == "probabilities" for o in doc.get("outputs") or [])
+        return _decoded(
+            _v2_audio(doc, contract, limits), contract, "v2", oip.request_id(doc),
+            params.get("probabilities") is True or asked, oip.binary_outputs(doc),
+        )  # fmt: skip
+    if isinstance(doc, dict) and "audio" in doc:
+        if not isinstance(doc["audio"], str):
+            raise _refuse(400, "wrong_type", '"audio" must be a base64 string of a WAV, FLAC or OGG file.')
+        try:
+            raw = base64.b64decode(doc["audio"], validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise _refuse(400, "invalid_base64", f'"audio" is not valid base64: {e}.') from e
+        return _decoded(decode_file(raw, contract, limits), contract, "single", None, doc.get("probabilities") is True)
+    raise _refuse(400, "unsupported_input", USAGE)
+
+
+def _decoded(
+    audio: np.ndarray, contract: AudioContract, form: str, request_id: str | None = None,
+    probabilities: bool = False, binary: bool | frozenset[str] = False,
+) -> Decoded:  # fmt: skip
+    rows = frames(audio, contract)[None]
+    options = (("samples", len(audio)), ("probabilities", probabilities))
+    return Decoded(rows, form, request_id, length=rows.shape[1], binary_outputs=binary, options=options)
+
+
+def speech_segments(probs: np.ndarray, samples: int, contract: AudioContract) -> list[tuple[int, int]]:
+    """(start, end) samples of speech: silero-vad's get_speech_timestamps_from_probs (6.2.3) with
+    its defaults and no max_speech_duration (its max-speech branch never runs then)."""
+    rate, chunk = contract.sample_rate, contract.chunk
+    min_speech = rate * contract.min_speech_ms / 1000
+    min_silence = rate * contract.min_silence_ms / 1000
+    pad = rate * contract.speech_pad_ms / 1000
+    speeches: list[list[int]] = []
+    triggered, start, temp_end = False, 0, 0
+    for i, p in enumerate(probs.tolist()):
+        at = chunk * i
+        if p >= contract.threshold and temp_end:
+            temp_end = 0
+        if p >= contract.threshold and not triggered:
+            triggered, start = True, at
+            continue
+        if p < contract.neg_threshold and triggered:
+            temp_end = temp_end or at
+            if at - temp_end < min_silence:
+                continue
+            if temp_end - start > min_speech:
+                speeches.append([start, temp_end])
+            triggered, temp_end = False, 0
+    if triggered and samples - start > min_speech:
+        speeches.append([start, samples])
+    for i, speech in enumerate(speeches):
+        if i == 0:
+            speech[0] = int(max(0, speech[0] - pad))
+        if i != len(speeches) - 1:
+            gap = speeches[i + 1][0] - speech[1]
+            if gap < 2 * pad:
+                speech[1] += int(gap // 2)
+                speeches[i + 1][0] = int(max(0, speeches[i + 1][0] - gap // 2))
+            else:
+                speech[1] = int(min(samples, speech[1] + pad))
+                speeches[i + 1][0] = int(max(0, speeches[i + 1][0] - pad))
+        else:
+            speech[1] = int(min(samples, speech[1] + pad))
+    return [(s, e) for s, e in speeches]
+
+
+def encode_outputs(outputs: np.ndarray, decoded: Decoded, contract: AudioContract, model_name: str) -> Any:
+    """One request's (1, T_pass) probabilities -> its segments in seconds, speech share, and the
+    per-chunk probabilities when asked; padded steps beyond its own T are dropped."""
+    options = dict(decoded.options)
+    samples = options["samples"]
+    probs = np.asarray(outputs, np.float32).reshape(-1)[: decoded.length]
+    segments = speech_segments(probs, samples, contract)
+    seconds = np.asarray(segments, np.float32).reshape(-1, 2) / contract.sample_rate
+    share = float(sum(e - s for s, e in segments) / samples)
+    if decoded.form == "v2":
+        tensors = [oip.tensor("segments", seconds), oip.tensor("speech_share", np.asarray([share], np.float32))]
+        if options["probabilities"]:
+            tensors.append(oip.tensor("probabilities", probs))
+        return oip.response(model_name, tensors, decoded.request_id)
+    answer: dict[str, Any] = {
+        "segments": [{"start": round(float(s), 3), "end": round(float(e), 3)} for s, e in seconds],
+        "speech_share": round(share, 4),
+        "duration": round(samples / contract.sample_rate, 3),
+    }
+    if options["probabilities"]:
+        answer["chunk_seconds"] = contract.chunk / contract.sample_rate
+        answer["probabilities"] = [round(float(p), 4) for p in probs]
+    return answer
+
+
+def input_signals(rows: np.ndarray, contract: AudioContract) -> dict[str, np.ndarray]:
+    """Per recording: its chunks (duration) and its level in dBFS over the chunks' own samples."""
+    samples = rows[:, :, contract.context :].reshape(len(rows), -1)
+    rms = np.sqrt(np.mean(np.square(samples, dtype=np.float64), axis=1))
+    return {"chunks": np.full(len(rows), rows.shape[1], np.float64), "level_dbfs": 20 * np.log10(np.maximum(rms, 1e-6))}
+
+
+def replay_inputs(rows: np.ndarray, contract: AudioContract) -> list[dict[str, Any]]:
+    """The protocol's input that decodes back to `rows` (1, T, context + chunk): the 16 kHz samples."""
+    samples = rows[:, :, contract.context :].reshape(len(rows), -1).astype(np.float32)
+    return [
+        {"name": "audio", "shape": list(samples.shape), "datatype": "FP32", "data": samples,
+         "parameters": {"sample_rate": contract.sample_rate}}
+    ]  # fmt: skip
+
+
+def oip_metadata(contract: AudioContract) -> dict[str, list[dict[str, Any]]]:
+    return {
+        "inputs": [oip.tensor_metadata("audio", "FP32", [1, -1])],
+        "outputs": [
+            oip.tensor_metadata("segments", "FP32", [-1, 2]),
+            oip.tensor_metadata("speech_share", "FP32", [1]),
+            oip.tensor_metadata("probabilities", "FP32", [-1]),
+        ],
+    }
+
+
+def schema(contract: AudioContract) -> dict[str, Any]:
+    return {
+        "input": {
+            "audio/wav, audio/flac, audio/ogg": "one recording; any rate from 8 kHz, any channels (averaged)",
+            "application/json": ['{"audio": "<base64 file>", "probabilities": false}'],
+            "open_inference_protocol": 'one FP32 tensor "audio" [1, n], parameters {"sample_rate": r}',
+        },
+        "output": {
+            "json": '{"segments": [{"start": s, "end": s}, ...], "speech_share": x, "duration": s} '
+            '(+ "probabilities" per 32 ms chunk when asked)',
+            "open_inference_protocol": [
+                "segments [S, 2] FP32 seconds",
+                "speech_share [1] FP32",
+                "probabilities [T] FP32 (asked)",
+            ],
+        },
+    }
