@@ -1,0 +1,173 @@
+"""silero_vad (PROTOTYPE, not yet a ModelSpec): voice activity from silero-vad 6.2.3 (MIT),
+packaged with no training. notes/speech.md has the measurements behind every number here.
+
+The model is recurrent: one speech probability per 512-sample chunk of 16 kHz mono audio, an
+LSTM state (2, B, 128) = (h, c) carried from chunk to chunk, and each chunk's input prefixed
+with the last 64 samples of the previous chunk (zeros before the first): rows of 576 samples.
+The codec (handlers.codecs.audio.frames) builds those rows, so the context never lives in a
+model; the state lives only inside one forward pass, starting at zero for every row. A
+request therefore gets the same answer alone and in any batch, and no state survives a pass.
+
+Both runtimes serve one graph `(B, T, 576) float32 -> (B, T) probabilities`, which the handlers'
+runtimes take as they are (one input, one output):
+- TorchScript: `SileroSequence`, a scripted loop over T around the wheel's own inner network
+  (`silero_vad.jit`'s `_model`, whose forward(x, state) takes and returns the state);
+- ONNX: the wheel's `silero_vad.onnx` step graph wrapped, unchanged, as the body of an ONNX
+  `Scan` over T (`onnx_sequence`), built with the onnx package: no re-export.
+
+The wheel is installed with --no-deps (its code is never imported at serving time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from training.errors import WeightsError
+
+# silero-vad==6.2.3 (PyPI wheel), silero_vad/data/. Measured with sha256sum.
+JIT_SHA256 = "e1122837f4154c511485fe0b9c64455f7b929c96fbb8d79fbdb336383ebd3720"
+ONNX_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
+SAMPLE_RATE = 16000
+CHUNK = 512  # samples per probability at 16 kHz (32 ms)
+CONTEXT = 64  # samples of the previous chunk each input starts with (silero 5+, 16 kHz)
+STATE_SHAPE = (2, 128)  # (h and c, hidden) per row: the state is (2, B, 128)
+
+
+def package_file(name: str) -> Path:
+    """Where the pinned wheel keeps `name` (not checked: `verified` checks before use)."""
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("silero_vad")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return Path(name)
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / name
+
+
+def verified(name: str, sha256: str) -> Path:
+    """A file of the pinned wheel, refused unless its SHA-256 is the recorded one."""
+    path = package_file(name)
+    if not path.is_absolute():
+        raise WeightsError("silero-vad is not installed: pip install --no-deps silero-vad==6.2.3")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+    if digest != sha256:
+        raise WeightsError(f"{path} has SHA-256 {digest}, not the recorded {sha256}: refusing to build")
+    return path
+
+
+def inner_network(jit_path: Path | None = None) -> torch.jit.ScriptModule:
+    """The wheel's 16 kHz network: forward(x (B, 576), state (2, B, 128)) -> (prob (B, 1), state).
+
+    `silero_vad.jit` itself (VADRNNJITMerge) keeps state, context, last rate and last batch
+    size as attributes and mutates them on every call; its `_model` (VADRNNJIT) does not.
+    """
+    path = jit_path or verified("silero_vad.jit", JIT_SHA256)
+    return torch.jit.load(str(path), map_location="cpu").eval()._model
+
+
+class SileroStep(nn.Module):
+    """One chunk step with explicit per-row state: what a streaming caller would use."""
+
+    def __init__(self, inner: torch.jit.ScriptModule) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner(x, state)
+
+
+class SileroSequence(nn.Module):
+    """(B, T, 576) chunk rows -> (B, T) speech probabilities, every row from a zero state.
+
+    Rows shorter than T are padded by the codec's collate; their padded steps are computed and
+    thrown away, and since the LSTM is row-wise they never touch another row.
+    """
+
+    def __init__(self, inner: torch.jit.ScriptModule) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        batch, steps = frames.shape[0], frames.shape[1]
+        state = torch.zeros(2, batch, 128, dtype=frames.dtype, device=frames.device)
+        probs = torch.zeros(batch, steps, dtype=frames.dtype, device=frames.device)
+        for t in range(steps):
+            out, state = self.inner(frames[:, t], state)
+            probs[:, t] = out[:, 0]
+        return probs
+
+
+def scripted_sequence(jit_path: Path | None = None) -> torch.jit.ScriptModule:
+    return torch.jit.script(SileroSequence(inner_network(jit_path)).eval())
+
+
+def onnx_sequence(out: Path, onnx_path: Path | None = None) -> Path:
+    """Write `silero_vad.onnx` wrapped in a Scan over T: input (B, T, 576) -> output (B, T).
+
+    The step graph (inputs input, state, sr; outputs output, stateN) becomes the Scan body
+    unchanged except that `sr` is a constant 16000 inside it. The initial state is zeros of
+    (2, B, 128), B read from the input's shape.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    step = onnx.load(str(onnx_path or verified("silero_vad.onnx", ONNX_SHA256)))
+    graph = step.graph
+    sr = helper.make_node(
+        "Constant", [], ["sr"], value=helper.make_tensor("sr_value", TensorProto.INT64, [], [SAMPLE_RATE])
+    )
+    state_in = helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, None, 128])
+    chunk_in = helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, CHUNK + CONTEXT])
+    state_out = helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, None, 128])
+    prob_out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, 1])
+    body = helper.make_graph(
+        [sr, *graph.node], "silero_step", [state_in, chunk_in], [state_out, prob_out], list(graph.initializer)
+    )
+
+    def const(name: str, values: list[int]) -> onnx.NodeProto:
+        return helper.make_node(
+            "Constant", [], [name], value=helper.make_tensor(name, TensorProto.INT64, [len(values)], values)
+        )
+
+    nodes = [
+        helper.make_node("Shape", ["frames"], ["frames_shape"]),
+        const("zero", [0]),
+        const("two", [2]),
+        const("hidden", [128]),
+        helper.make_node("Gather", ["frames_shape", "zero"], ["batch"], axis=0),
+        helper.make_node("Concat", ["two", "batch", "hidden"], ["state_shape"], axis=0),
+        helper.make_node(
+            "ConstantOfShape",
+            ["state_shape"],
+            ["state0"],
+            value=helper.make_tensor("zero_f", TensorProto.FLOAT, [1], [0.0]),
+        ),
+        helper.make_node(
+            "Scan",
+            ["state0", "frames"],
+            ["state_last", "probs3"],
+            body=body,
+            num_scan_inputs=1,
+            scan_input_axes=[1],
+            scan_output_axes=[1],
+        ),
+        const("last_axis", [2]),
+        helper.make_node("Squeeze", ["probs3", "last_axis"], ["probs"]),
+    ]
+    outer = helper.make_graph(
+        nodes,
+        "silero_vad_sequence",
+        [helper.make_tensor_value_info("frames", TensorProto.FLOAT, ["batch", "steps", CHUNK + CONTEXT])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", "steps"])],
+    )
+    model = helper.make_model(outer, opset_imports=list(step.opset_import), producer_name="tsforge")
+    model.ir_version = step.ir_version
+    onnx.checker.check_model(model, full_check=True)
+    out.write_bytes(model.SerializeToString())
+    return out
