@@ -1,5 +1,5 @@
-"""silero_vad (PROTOTYPE, not yet a ModelSpec): voice activity from silero-vad 6.2.3 (MIT),
-packaged with no training. notes/speech.md has the measurements behind every number here.
+"""silero_vad: voice activity from silero-vad 6.2.3 (MIT), packaged with no training; its files
+are SHA-256 pinned. notes/speech.md has the measurements behind every number here.
 
 The model is recurrent: one speech probability per 512-sample chunk of 16 kHz mono audio, an
 LSTM state (2, B, 128) = (h, c) carried from chunk to chunk, and each chunk's input prefixed
@@ -21,12 +21,22 @@ The wheel is installed with --no-deps (its code is never imported at serving tim
 from __future__ import annotations
 
 import hashlib
+import tempfile
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
+import numpy as np
 import torch
+import torchmetrics
 from torch import nn
 
+from handlers.codec import Limits, Payload
+from handlers.codecs import audio
+from handlers.contracts import AudioContract
+from training.data import Split, Splits
 from training.errors import WeightsError
+from training.specs import ExportSettings, Gate, ModelSpec, ServingConfig
 
 # silero-vad==6.2.3 (PyPI wheel), silero_vad/data/. Measured with sha256sum.
 JIT_SHA256 = "e1122837f4154c511485fe0b9c64455f7b929c96fbb8d79fbdb336383ebd3720"
@@ -171,3 +181,119 @@ def onnx_sequence(out: Path, onnx_path: Path | None = None) -> Path:
     onnx.checker.check_model(model, full_check=True)
     out.write_bytes(model.SerializeToString())
     return out
+
+
+# --- the model spec --------------------------------------------------------------------------
+CONTRACT = AudioContract(sample_rate=SAMPLE_RATE, chunk=CHUNK, context=CONTEXT)
+EVAL = Path(__file__).with_name("silero_vad_eval")
+# Clips of the labelled set per split (models/silero_vad_eval/generate.py, ~0.05 s a clip):
+# val gates TorchScript and ONNX against the eager network, test gates the quality.
+VAL_CLIPS, TEST_CLIPS = 20, 40
+
+
+@dataclass
+class SileroConfig:
+    """Nothing to choose: the network is the pinned file's."""
+
+
+def build(config: SileroConfig | None = None) -> SileroSequence:
+    return SileroSequence(inner_network())
+
+
+def adapt_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The scripted file's 16 kHz network (`_model.*`) as this module's `inner.*` (its 8 kHz
+    twin `_model_8k` is not served: the codec resamples everything to 16 kHz)."""
+    return {f"inner.{k.removeprefix('_model.')}": v for k, v in state.items() if k.startswith("_model.")}
+
+
+def frame_labels(speech: list[list[float]], steps: int) -> np.ndarray:
+    """1 where a chunk lies at least half inside a labelled sentence, else 0."""
+    starts = np.arange(steps) * CHUNK / SAMPLE_RATE
+    labels = np.zeros(steps, np.int64)
+    for start, end in speech:
+        overlap = np.clip(np.minimum(starts + CHUNK / SAMPLE_RATE, end) - np.maximum(starts, start), 0, None)
+        labels[overlap >= CHUNK / SAMPLE_RATE / 2] = 1
+    return labels
+
+
+@cache
+def labelled(seed: int, clips: int) -> Split:
+    """The generated clips read through the codec as served requests are: x (N, T, 576) chunk
+    rows padded with zero rows to the longest clip, y (N, T) frame labels, -1 past a clip's end."""
+    from models.silero_vad_eval.generate import generate
+
+    with tempfile.TemporaryDirectory(prefix="silero-eval-") as tmp:
+        labels = generate(Path(tmp), clips, seed)
+        limits = Limits(max_body_bytes=64 << 20)
+        rows = [
+            audio.decode_request(Payload((Path(tmp) / f"{name}.wav").read_bytes(), "audio/wav"), CONTRACT, limits).rows[0]
+            for name in labels
+        ]
+    steps = max(len(r) for r in rows)
+    x = np.zeros((len(rows), steps, CHUNK + CONTEXT), np.float32)
+    y = np.full((len(rows), steps), -1, np.int64)
+    for i, (row, meta) in enumerate(zip(rows, labels.values(), strict=True)):
+        x[i, : len(row)] = row
+        y[i, : len(row)] = frame_labels(meta["speech"], len(row))
+    return Split(torch.from_numpy(x), torch.from_numpy(y))
+
+
+def splits(seed: int) -> Splits:
+    """No training split; val and test are two labelled sets spoken with different seeds."""
+    empty = Split(torch.zeros((0, 1, CHUNK + CONTEXT)), torch.zeros((0, 1), dtype=torch.long))
+    return Splits(empty, labelled(seed + 1, VAL_CLIPS), labelled(seed, TEST_CLIPS))
+
+
+class FrameF1(torchmetrics.Metric):
+    """Frame-level F1 of the served answer (silero's segments, the codec's rules) against the
+    labelled sentences, over every clip's own chunks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("tp", "fp", "fn"):
+            self.add_state(name, default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
+        for p, y in zip(probs.numpy(), labels.numpy(), strict=True):
+            steps = int((y >= 0).sum())
+            predicted = np.zeros(steps, bool)
+            for start, end in audio.speech_segments(p[:steps], steps * CHUNK, CONTRACT):
+                predicted[start // CHUNK : -(-end // CHUNK)] = True
+            truth = y[:steps] == 1
+            self.tp += int((predicted & truth).sum())
+            self.fp += int((predicted & ~truth).sum())
+            self.fn += int((~predicted & truth).sum())
+
+    def compute(self) -> torch.Tensor:
+        return 2 * self.tp.float() / (2 * self.tp + self.fp + self.fn).clamp(min=1)
+
+
+SPEC = ModelSpec(
+    name="silero_vad",
+    contract=CONTRACT,
+    model_config=SileroConfig,
+    build=build,
+    splits=splits,
+    weights=lambda: verified("silero_vad.jit", JIT_SHA256),
+    adapt_weights=adapt_weights,
+    custom_metrics=lambda: torchmetrics.MetricCollection({"frame_f1": FrameF1()}),
+    data_files=(EVAL / "generate.py",),
+    # Measured on two espeak-ng sets of 40 clips: 0.976 and 0.978 (notes/speech.md).
+    gate=Gate("frame_f1", 0.93),
+    export=ExportSettings(onnx_graph=lambda path: onnx_sequence(path)),
+    # One recording per request; a pass and a call at most four 60 s recordings (7,500 chunks
+    # of 32 ms): ~1 s on ONNX Runtime, ~2 s on TorchScript, one thread (notes/speech.md).
+    serving=ServingConfig(
+        batch_size=8,
+        max_batch_delay_ms=5,
+        workers=2,
+        threads_per_worker=1,
+        limits=(("max_rows", 1), ("max_pass_cost", 7500), ("max_call_cost", 7500)),
+        pass_seconds=2.0,
+    ),
+    example="speech.wav",
+    provenance=(
+        ("network and weights", "silero-vad 6.2.3 (PyPI wheel, silero_vad/data/), MIT, github.com/snakers4/silero-vad"),
+        ("evaluation speech", "generated at build time with espeak-ng and sox (Debian)"),
+    ),
+)

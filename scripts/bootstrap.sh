@@ -14,6 +14,9 @@ java_ok || missing+=(openjdk-17-jre-headless)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v hey >/dev/null || missing+=(hey)  # the HTTP load generator of `make bench`
 command -v promtool >/dev/null || missing+=(prometheus)  # the monitoring rules' tests (promtool, a live Prometheus)
+# The speech model's quality gate speaks its labelled set at build time (models/silero_vad_eval).
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+command -v sox >/dev/null || missing+=(sox)
 if ((${#missing[@]})); then
   echo "bootstrap: apt-get install ${missing[*]}" >&2
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

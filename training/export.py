@@ -64,8 +64,14 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def _write_onnx(model: nn.Module, example: torch.Tensor, settings: ExportSettings, path: Path) -> None:
-    """The dynamo exporter's graph, with the model's dynamic axes, as one checked file."""
+    """The dynamo exporter's graph, with the model's dynamic axes, as one checked file (or the
+    model's own assembled graph, `settings.onnx_graph`)."""
     import onnx
+
+    if settings.onnx_graph is not None:
+        settings.onnx_graph(path)
+        onnx.checker.check_model(str(path), full_check=True)
+        return
 
     with _quiet_exporter():
         program = torch.onnx.export(

@@ -29,8 +29,19 @@ def weights_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive: a zip with the scripted code beside its constants."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(name.endswith("/constants.pkl") for name in z.namelist())
+
+
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors by name from safetensors, a bare state_dict, or a checkpoint holding one."""
+    """Tensors by name from safetensors, a bare state_dict, a checkpoint holding one, or a
+    TorchScript file."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
@@ -39,6 +50,8 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path))
+        if _is_torchscript(path):  # a scripted network's parameters (silero-vad ships one)
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and header errors: all mean "not a weights file"
         raise WeightsError(f"{path} is not a readable state_dict or safetensors file ({type(e).__name__}: {e})") from e
