@@ -165,7 +165,9 @@ class BatchHandler:
         """One forward pass over `jobs`' rows, split back into one output per job."""
         outputs = self.runtime(self.collate([job.item.rows for job in jobs]))
         bounds = np.cumsum([job.rows for job in jobs])[:-1]
-        return np.split(outputs, bounds)
+        parts = np.split(outputs, bounds)
+        own = getattr(self.codec, "own_outputs", None)  # a padded pass's outputs cut to each request's own
+        return [own(part, job.item) for part, job in zip(parts, jobs, strict=True)] if own else parts
 
     def _observe(self, answered: list[tuple[np.ndarray, np.ndarray]]) -> None:
         """Keep the answered rows for the monitoring counts; monitoring never fails a request."""

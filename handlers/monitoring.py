@@ -45,18 +45,20 @@ SMOOTHING = 0.5
 def task_of(contract: Any) -> str:
     if getattr(contract, "labels", None) is not None:
         return "classification"
-    return "embedding" if contract.kind == "text" else "regression"
+    return {"text": "embedding", "audio": "speech"}.get(contract.kind, "regression")
 
 
 def output_signals(outputs: np.ndarray, task: str, centroid: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Per row: the predicted class and its probability, the regression value, or the
-    embedding's cosine to the reference centroid."""
+    """Per row: the predicted class and its probability, the regression value, the embedding's
+    cosine to the reference centroid, or a recording's mean speech probability."""
     if task == "classification":
         probs = softmax(outputs)
         return {"class": probs.argmax(1), "confidence": probs.max(1)}
     if task == "embedding":
         norms = np.linalg.norm(outputs, axis=1) * np.linalg.norm(centroid)
         return {"centroid_cosine": outputs @ centroid / np.maximum(norms, 1e-12)}
+    if task == "speech":  # a recording's per-chunk speech probabilities: their mean
+        return {"speech_probability": outputs.mean(1)}
     return {"prediction": outputs.reshape(len(outputs), -1)[:, 0]}
 
 
@@ -151,7 +153,12 @@ class Monitor:
         else:
             parts = [self.input_signals(r, self.contract) for r in rows]
             inputs = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-        return {**inputs, **output_signals(np.concatenate(outputs), self.task, self.centroid)}
+        if len({o.shape[1:] for o in outputs}) == 1:
+            produced = output_signals(np.concatenate(outputs), self.task, self.centroid)
+        else:  # recordings of different lengths: one by one
+            parts_out = [output_signals(o, self.task, self.centroid) for o in outputs]
+            produced = {name: np.concatenate([p[name] for p in parts_out]) for name in parts_out[0]}
+        return {**inputs, **produced}
 
     def count(self, outcome: str, requests: int = 1) -> None:
         with self._lock:

@@ -277,6 +277,7 @@ SPEC = ModelSpec(
     weights=lambda: verified("silero_vad.jit", JIT_SHA256),
     adapt_weights=adapt_weights,
     custom_metrics=lambda: torchmetrics.MetricCollection({"frame_f1": FrameF1()}),
+    row_lengths=lambda split: (split.y >= 0).sum(1).tolist(),
     data_files=(EVAL / "generate.py",),
     # Measured on two espeak-ng sets of 40 clips: 0.976 and 0.978 (notes/speech.md).
     gate=Gate("frame_f1", 0.93),

@@ -88,8 +88,7 @@ def reference_profile(
     if task == "embedding":
         mean = outputs.mean(0)
         centroid = mean / np.linalg.norm(mean)
-    inputs = codec_for(contract.kind).input_signals(rows, contract)
-    outs = output_signals(outputs, task, centroid)
+    inputs, outs = _signals(spec, rows, outputs, task, centroid, held_out)
     signals = [numeric(name, INPUT, v) for name, v in inputs.items()]
     scored = score(spec, answers, held_out.y) if held_out.y is not None else {}
     metrics = {name: value for name, value in scored.items() if isinstance(value, float)}
@@ -104,3 +103,21 @@ def reference_profile(
     if centroid is not None:
         profile["centroid"] = centroid.tolist()
     return profile
+
+
+def _signals(
+    spec: ModelSpec, rows: np.ndarray, outputs: np.ndarray, task: str, centroid: np.ndarray | None, held_out: Split
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Input and output signals per held-out row; row by row, each cut to its own length, when
+    the split pads its rows (a served request is never padded to another's length)."""
+    codec = codec_for(spec.contract.kind)
+    if spec.row_lengths is None:
+        return codec.input_signals(rows, spec.contract), output_signals(outputs, task, centroid)
+    lengths = spec.row_lengths(held_out)
+    ins = [codec.input_signals(rows[i : i + 1, :n], spec.contract) for i, n in enumerate(lengths)]
+    outs = [output_signals(outputs[i : i + 1, :n], task, centroid) for i, n in enumerate(lengths)]
+
+    def joined(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    return joined(ins), joined(outs)

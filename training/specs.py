@@ -129,6 +129,9 @@ class ModelSpec:
     # Cuts a chunk of the input to what it needs (text: to its longest sequence), so the gates
     # and metrics run a large split in chunks of CHUNK rows without padding them all to the max.
     trim: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # Each row's own length in a split whose rows are padded to the longest (audio: the chunks
+    # labelled >= 0), so the reference profile reads each recording's own part only.
+    row_lengths: Callable[[Split], list[int]] | None = None
     # Files that decide the metrics besides the code (evaluation sets): part of the fingerprint.
     data_files: tuple[Path, ...] = ()
     # Maps a weights file's tensors onto the network's state_dict names (default: as they are).

@@ -1,4 +1,4 @@
-"""One codec module per input kind (`image`, `tabular`, `text`), named as the contract's `kind`.
+"""One codec module per input kind (`audio`, `image`, `tabular`, `text`), named as the contract's `kind`.
 
 A codec is plain functions over plain data, never `ts`: tests call it directly, and the model
 logic could move to another server unchanged. Each one defines
@@ -13,7 +13,8 @@ logic could move to another server unchanged. Each one defines
   intensity, a text's tokens;
 - `replay_inputs(rows, contract)`: the Open Inference Protocol input that decodes back to
   model rows, which the archive's replay sample sends (training.replay, `tsforge verify`);
-- `COST_UNIT`, what its budgets count, and optionally `collate(rows)` (default: concatenate).
+- `COST_UNIT`, what its budgets count, and optionally `collate(rows)` (default: concatenate)
+  and `own_outputs(outputs, decoded)`, a request's outputs cut from a padded pass (audio).
 A new input kind is one module here plus one contract class in handlers/contracts.py.
 """
 

@@ -1,4 +1,4 @@
-"""Audio kind (PROTOTYPE): a recording in, speech segments out (a voice-activity model).
+"""Audio kind: a recording in, speech segments out (a voice-activity model).
 
 Accepted: a WAV, FLAC or OGG (Vorbis/Opus) body or multipart field, {"audio": "<base64>",
 "probabilities": bool}, or an Open Inference Protocol FP32 tensor "audio" of shape [1, n] or
@@ -261,12 +261,18 @@ def speech_segments(probs: np.ndarray, samples: int, contract: AudioContract) ->
     return [(s, e) for s, e in speeches]
 
 
+def own_outputs(outputs: np.ndarray, decoded: Decoded) -> np.ndarray:
+    """One request's (1, T_pass) probabilities from a pass padded to its longest recording, cut
+    to the request's own chunks: what it is answered and what monitoring counts."""
+    return outputs[:, : decoded.length]
+
+
 def encode_outputs(outputs: np.ndarray, decoded: Decoded, contract: AudioContract, model_name: str) -> Any:
     """One request's (1, T_pass) probabilities -> its segments in seconds, speech share, and the
     per-chunk probabilities when asked; padded steps beyond its own T are dropped."""
     options = dict(decoded.options)
     samples = options["samples"]
-    probs = np.asarray(outputs, np.float32).reshape(-1)[: decoded.length]
+    probs = np.asarray(own_outputs(outputs, decoded), np.float32).reshape(-1)
     segments = speech_segments(probs, samples, contract)
     seconds = np.asarray(segments, np.float32).reshape(-1, 2) / contract.sample_rate
     share = float(sum(e - s for s, e in segments) / samples)

@@ -1,8 +1,6 @@
-"""The audio kind's prototype (handlers/codecs/audio.py, models/silero_vad.py): decoding, the
-header-bound refusals and their cost, state isolation in a batch, TorchScript-ONNX parity.
-
-Needs soundfile, soxr, onnx, onnxruntime, silero-vad==6.2.3 (--no-deps), espeak-ng and sox:
-    PYTHONPATH=. /tmp/speech-venv/bin/pytest tests/test_audio_prototype.py
+"""The audio kind (handlers/codecs/audio.py) and the speech model (models/silero_vad.py):
+every format decoded, the header-bound refusals and their cost, truncated files, state
+isolation in a batch, TorchScript-ONNX parity, silero's own segment rules.
 """
 
 from __future__ import annotations
@@ -10,22 +8,18 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 import struct
 import time
 
 import numpy as np
+import onnxruntime as ort
 import pytest
+import soundfile as sf
+import torch
 
-sf = pytest.importorskip("soundfile")
-pytest.importorskip("soxr")
-pytest.importorskip("silero_vad")
-ort = pytest.importorskip("onnxruntime")
-torch = pytest.importorskip("torch")
-
-from handlers.codec import Limits, Payload, RequestError  # noqa: E402
-from handlers.codecs import audio  # noqa: E402
-from handlers.contracts import AudioContract  # noqa: E402
+from handlers.codec import Limits, Payload, RequestError
+from handlers.codecs import audio
+from handlers.contracts import AudioContract
 
 C = AudioContract()
 L = Limits(max_body_bytes=16 << 20)
@@ -129,7 +123,15 @@ def test_raw_samples_through_the_protocol_need_their_rate() -> None:
 
 
 def test_segments_match_silero_get_speech_timestamps() -> None:
-    from silero_vad.utils_vad import get_speech_timestamps_from_probs
+    import importlib.util
+
+    # silero's own function, read from the pinned wheel's file: importing the package would set
+    # torch's thread count for the whole test process (silero_vad/model.py does at import).
+    where = importlib.util.find_spec("silero_vad").submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location("silero_utils", f"{where}/utils_vad.py")
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    get_speech_timestamps_from_probs = utils.get_speech_timestamps_from_probs
 
     rng = np.random.default_rng(0)
     for _ in range(50):  # smoothed random probability tracks with runs of speech and silence
@@ -168,18 +170,10 @@ def runtimes(tmp_path_factory):
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory) -> list[np.ndarray]:
     """Six generated clips (espeak-ng speech, sox negatives), decoded by the codec."""
-    if not (shutil.which("espeak-ng") and shutil.which("sox")):
-        pytest.skip("espeak-ng and sox are needed: apt-get install espeak-ng sox")
-    import importlib.util
-    from pathlib import Path
+    from models.silero_vad_eval.generate import generate  # espeak-ng and sox: scripts/bootstrap.sh
 
-    spec = importlib.util.spec_from_file_location(
-        "gen", Path(__file__).parents[1] / "models/silero_vad_eval/generate.py"
-    )
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
     out = tmp_path_factory.mktemp("speech")
-    labels = gen.generate(out, clips=6, seed=3)
+    labels = generate(out, clips=6, seed=3)
     return [audio.decode_file((out / f"{k}.wav").read_bytes(), C, L) for k in labels]
 
 
