@@ -47,6 +47,10 @@ def worst_pass(spec, limits: Limits) -> np.ndarray:
     if contract.kind == "image":
         images = max(1, limits.max_pass_cost // (contract.side * contract.side))
         return rng.random((images, contract.channels, contract.side, contract.side), dtype=np.float32)
+    if contract.kind == "audio":  # as many of the longest recordings as a pass takes
+        steps = -(-limits.max_audio_seconds * contract.sample_rate // contract.chunk)
+        rows = max(1, limits.max_pass_cost // steps)
+        return 0.1 * rng.standard_normal((rows, steps, contract.chunk + contract.context), dtype=np.float32)
     return rng.standard_normal((limits.max_pass_cost, len(contract.features)), dtype=np.float32)
 
 

@@ -226,7 +226,9 @@ def labelled(seed: int, clips: int) -> Split:
         labels = generate(Path(tmp), clips, seed)
         limits = Limits(max_body_bytes=64 << 20)
         rows = [
-            audio.decode_request(Payload((Path(tmp) / f"{name}.wav").read_bytes(), "audio/wav"), CONTRACT, limits).rows[0]
+            audio.decode_request(Payload((Path(tmp) / f"{name}.wav").read_bytes(), "audio/wav"), CONTRACT, limits).rows[
+                0
+            ]
             for name in labels
         ]
     steps = max(len(r) for r in rows)

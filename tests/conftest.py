@@ -55,7 +55,14 @@ def row_shape(spec) -> tuple[int, ...]:
         return ()
     if spec.contract.kind == "image":
         return spec.contract.pixel_shape
+    if spec.contract.kind == "audio":  # one recording of any length: a chunk's worth here
+        return (spec.contract.chunk,)
     return (len(spec.contract.features),)
+
+
+def protocol_rows(spec, rows: int) -> int:
+    """Rows an Open Inference Protocol request of this model carries: audio takes one recording."""
+    return 1 if spec.contract.kind == "audio" else rows
 
 
 def v2_request(spec, rows: int, request_id: str | None = None) -> tuple[bytes, dict[str, str]]:
@@ -65,7 +72,7 @@ def v2_request(spec, rows: int, request_id: str | None = None) -> tuple[bytes, d
     if spec.contract.kind == "text":
         tensor = {"name": "text", "shape": [rows], "datatype": "BYTES", "data": [f"text {i}" for i in range(rows)]}
     else:
-        data = np.full((rows, *row_shape(spec)), 0.25, np.float32)
+        data = np.full((protocol_rows(spec, rows), *row_shape(spec)), 0.25, np.float32)
         tensor = {"name": "x", "shape": list(data.shape), "datatype": "FP32", "data": data.ravel().tolist()}
     doc = {"inputs": [tensor], **({"id": request_id} if request_id else {})}
     if spec.contract.kind == "text" or data.size <= 65536:
@@ -79,6 +86,8 @@ def v2_request(spec, rows: int, request_id: str | None = None) -> tuple[bytes, d
 
 def same_answer(a: dict, b: dict, tolerance: float = 1e-5) -> bool:
     """Two answers to one input agree: the same label, values within `tolerance`."""
+    if "segments" in a:  # speech: the same segments (to the millisecond) and share
+        return a["segments"] == b["segments"] and a["speech_share"] == pytest.approx(b["speech_share"], abs=1e-3)
     if "embedding" in a:
         return a["truncated"] == b["truncated"] and np.allclose(a["embedding"], b["embedding"], atol=tolerance)
     if "label" in a:

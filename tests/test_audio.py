@@ -111,13 +111,16 @@ def test_a_file_that_ends_mid_frame(fmt: str, subtype: str) -> None:
         assert 0 < samples < 0.75 * 5 * 16000  # Vorbis: bytes are not proportional to time
 
 
-def test_raw_samples_through_the_protocol_need_their_rate() -> None:
+def test_raw_samples_through_the_protocol_at_their_stated_rate_or_the_models() -> None:
     x = tone_speechlike(1.0, 8000, 1)[:, 0]
     doc = {"inputs": [{"name": "audio", "shape": [1, len(x)], "datatype": "FP32", "data": x.tolist(),
                        "parameters": {"sample_rate": 8000}}], "parameters": {"probabilities": True}}  # fmt: skip
     decoded = audio.decode_request(Payload(json.dumps(doc).encode(), "application/json"), C, L)
     assert dict(decoded.options) == {"samples": 16000, "probabilities": True}
-    del doc["inputs"][0]["parameters"]
+    del doc["inputs"][0]["parameters"]  # unstated: taken as the model's 16 kHz, so 8,000 samples stay 8,000
+    decoded = audio.decode_request(Payload(json.dumps(doc).encode(), "application/json"), C, L)
+    assert dict(decoded.options)["samples"] == 8000
+    doc["inputs"][0]["parameters"] = {"sample_rate": "8k"}
     with pytest.raises(RequestError, match="sample_rate"):
         audio.decode_request(Payload(json.dumps(doc).encode(), "application/json"), C, L)
 

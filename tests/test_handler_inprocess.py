@@ -14,10 +14,11 @@ from handlers import classification
 from handlers import runtime as runtimes
 from handlers.base import KEY_FILE_ENV
 from handlers.codec import Payload
+from handlers.codecs import codec_for
 from handlers.codecs import image as image_codec
 from handlers.handler import Handler
 from models.registry import SPECS
-from tests.conftest import SERVED_PAIRS, example, same_answer, v2_request
+from tests.conftest import SERVED_PAIRS, example, protocol_rows, same_answer, v2_request
 from training.export import FORMATS
 from tsforge.paths import EXAMPLES
 
@@ -181,7 +182,7 @@ def test_every_model_answers_its_example_alone_in_a_batch_and_over_the_protocol(
     body, media = example(spec)
     headers = {"body": {"content-type": media}}
     (alone,), (status,) = run(handler, ctx, [{"body": body}], [headers])
-    assert status == 200 and {"label" if spec.classifier else "prediction", "embedding"} & set(alone)
+    assert status == 200 and {"label" if spec.classifier else "prediction", "embedding", "segments"} & set(alone)
     if spec.classifier:
         assert alone["label"] in {classification.label_value(x) for x in spec.contract.labels}
     batch = [{"body": body}, {"body": b"\xff\xfe not UTF-8, nor an image"}, {"body": body}, {"body": body}]
@@ -192,4 +193,11 @@ def test_every_model_answers_its_example_alone_in_a_batch_and_over_the_protocol(
     body, v2_headers = v2_request(spec, 2, "t")
     (out,), (status,) = run(handler, ctx, [{"body": body}], [{k.lower(): v for k, v in v2_headers.items()}])
     assert status == 200 and out["model_name"] == FORMATS[runtime].served_name(name) and out["id"] == "t"
-    assert [o["shape"][0] for o in out["outputs"]] == [2] * len(out["outputs"])
+    rows = protocol_rows(spec, 2)
+    expected = {o["name"]: o["shape"] for o in codec_for(spec.contract.kind).oip_metadata(spec.contract)["outputs"]}
+    assert set(expected) >= {o["name"] for o in out["outputs"]} and out["outputs"]
+    for o in out["outputs"]:  # every fixed dimension as declared; the first is the rows where it varies
+        declared = expected[o["name"]]
+        assert len(o["shape"]) == len(declared) and all(d in (-1, g) for d, g in zip(declared, o["shape"], strict=True))
+        if spec.contract.kind != "audio":
+            assert o["shape"][0] == rows

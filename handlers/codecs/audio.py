@@ -2,7 +2,7 @@
 
 Accepted: a WAV, FLAC or OGG (Vorbis/Opus) body or multipart field, {"audio": "<base64>",
 "probabilities": bool}, or an Open Inference Protocol FP32 tensor "audio" of shape [1, n] or
-[n] with parameters {"sample_rate": r}. Files are read by libsndfile (soundfile); the cost is
+[n] with parameters {"sample_rate": r} (default: the model's rate). Files are read by libsndfile (soundfile); the cost is
 bounded from the header before any sample is decoded (duration, rate, frames x channels), then
 exactly the header's frames are read, channels averaged, and resampled to 16 kHz by soxr.
 The audio becomes one row of T chunks (T, context + chunk): each chunk prefixed with the last
@@ -43,7 +43,7 @@ UNKNOWN_FRAMES = 2**62
 COST_UNIT = "chunks"
 USAGE = (
     'Send a WAV, FLAC or OGG body, {"audio": "<base64 file>"}, or an Open Inference Protocol FP32 tensor "audio" '
-    '[1, n] with parameters {"sample_rate": r}.'
+    '[1, n] with parameters {"sample_rate": r} (default: the model rate).'
 )
 
 
@@ -157,9 +157,15 @@ def _v2_audio(doc: dict[str, Any], contract: AudioContract, limits: Limits) -> n
     if tensor.get("datatype") not in ("FP32", "FP16", "FP64", "INT16"):
         raise _refuse(400, "wrong_datatype", f"datatype {str(tensor.get('datatype'))[:20]!r}: send FP32 samples.")
     params = tensor.get("parameters") if isinstance(tensor.get("parameters"), dict) else {}
-    rate = params.get("sample_rate", (doc.get("parameters") or {}).get("sample_rate"))
+    # Unstated, the rate is the model's own (the metadata route says which): what a client that
+    # builds its request from the metadata, as tritonclient's users do, sends.
+    rate = params.get("sample_rate", (doc.get("parameters") or {}).get("sample_rate", contract.sample_rate))
     if type(rate) is not int:
-        raise _refuse(400, "sample_rate_missing", 'State the samples\' rate: parameters {"sample_rate": 16000}.')
+        raise _refuse(
+            400,
+            "wrong_sample_rate",
+            f"parameters.sample_rate must be a whole number of Hz, e.g. {contract.sample_rate}.",
+        )
     n = shape[-1]
     if not MIN_SAMPLE_RATE <= rate <= limits.max_sample_rate:
         raise _refuse(
@@ -310,7 +316,9 @@ def replay_inputs(rows: np.ndarray, contract: AudioContract) -> list[dict[str, A
 
 def oip_metadata(contract: AudioContract) -> dict[str, list[dict[str, Any]]]:
     return {
-        "inputs": [oip.tensor_metadata("audio", "FP32", [1, -1])],
+        "inputs": [
+            {**oip.tensor_metadata("audio", "FP32", [1, -1]), "parameters": {"sample_rate": contract.sample_rate}}
+        ],
         "outputs": [
             oip.tensor_metadata("segments", "FP32", [-1, 2]),
             oip.tensor_metadata("speech_share", "FP32", [1]),
@@ -324,7 +332,7 @@ def schema(contract: AudioContract) -> dict[str, Any]:
         "input": {
             "audio/wav, audio/flac, audio/ogg": "one recording; any rate from 8 kHz, any channels (averaged)",
             "application/json": ['{"audio": "<base64 file>", "probabilities": false}'],
-            "open_inference_protocol": 'one FP32 tensor "audio" [1, n], parameters {"sample_rate": r}',
+            "open_inference_protocol": f'one FP32 tensor "audio" [1, n], parameters {{"sample_rate": r}} (default {contract.sample_rate})',
         },
         "output": {
             "json": '{"segments": [{"start": s, "end": s}, ...], "speech_share": x, "duration": s} '
