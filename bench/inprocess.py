@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 
 from bench.baselines import FLOOR
+from bench.points import Point, percentile
 from models.registry import SPECS
 from tsforge.packaging import build
 from tsforge.paths import EXAMPLES
@@ -63,3 +65,18 @@ def loaded(model: str, store: Path, batch: int) -> Iterator[Loaded]:
         yield Loaded(
             handler, ctx, [{"body": path.read_bytes()} for _ in range(batch)], {"body": {"content-type": content_type}}
         )
+
+
+def point(model: str, store: Path, batch: int, seconds: float) -> Point:
+    """The served code path without the server: the real handler on real bodies, in a loop."""
+    latencies = []
+    with loaded(model, store, batch) as run_:
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline or len(latencies) < 20:
+            started = time.perf_counter()
+            run_.call()
+            latencies.append(time.perf_counter() - started)
+    total = sum(latencies)
+    ms = [x * 1000 for x in latencies]
+    return Point("in-process", model, f"batch {batch}", 1, len(ms) * batch, len(ms) * batch / total,
+                 percentile(ms, 50), percentile(ms, 90), percentile(ms, 99), 0)  # fmt: skip

@@ -60,5 +60,8 @@ def hey(url: str, body: Path, content_type: str, key: str, concurrency: int, sec
 def hey_point(stage: str, model: str, setting: str, url: str, body: Path, content_type: str, key: str, c: int,
               seconds: float) -> Point:  # fmt: skip
     ms, errors = hey(url, body, content_type, key, c, seconds)
+    if not ms:  # nothing answered (a baseline that times out): no latency to report
+        nan = float("nan")
+        return Point(stage, model, setting, c, errors, 0.0, nan, nan, nan, errors, mean_ms=nan)
     return Point(stage, model, setting, c, len(ms) + errors, len(ms) / seconds, percentile(ms, 50),
                  percentile(ms, 90), percentile(ms, 99), errors, mean_ms=statistics.fmean(ms))  # fmt: skip

@@ -14,15 +14,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bench import budgets, deployments, fairness, monitoring_cost, provenance, report, sections, worst
+from bench import budgets, deployments, fairness, monitoring_cost, provenance, report, sections, speech, worst
 from bench.points import Point
 from training.files import write_text
 from tsforge.paths import ROOT
 
 PUBLISHED = ROOT / "bench" / "published" / "results.json"
 README = ROOT / "README.md"
-# What a run of one section (`tsforge bench --monitoring`, `--provenance`) holds.
-PARTS = ("monitoring", "provenance")
+# What a run of one section (`tsforge bench --monitoring`, `--provenance`, `--speech`) holds.
+PARTS = ("monitoring", "provenance", "speech")
 BLOCK = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench -->)", re.S)
 
 
@@ -50,6 +50,7 @@ def blocks(results: dict[str, Any]) -> dict[str, str]:
         "budgets": budgets.table(budget_costs),
         "monitoring": monitoring_cost.table(results.get("monitoring")),
         "provenance": provenance.table(results.get("provenance")),
+        "speech": speech.table(results.get("speech")),
         "deployments": deployments.table(chosen)
         if (chosen := [p for p in points if p.stage == "deployment"])
         else ["(the published run predates the deployment points: `make bench` measures them)"],
@@ -68,7 +69,7 @@ def render(readme: str, results: dict[str, Any]) -> str:
 
 def publish(run_dir: Path) -> Path:
     """Copy `run_dir`/results.json to bench/published/ and regenerate the README from it. A
-    `tsforge bench --monitoring` or `--provenance` run replaces only those figures of the
+    `tsforge bench --monitoring`, `--provenance` or `--speech` run replaces only those figures of the
     published run."""
     text = (run_dir / "results.json").read_text()
     results = json.loads(text)

@@ -8,6 +8,7 @@ it with psutil and /proc: CPU time per request, and the growth of their peak res
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,12 +55,13 @@ def _kib(pid: int, field: str) -> int:
     return 0
 
 
-def measure(server: torchserve.Server, repeats: int = 3, warm_up: int = 4) -> list[Cost]:
+def measure(server: torchserve.Server, repeats: int = 3, warm_up: int = 4, models: tuple[str, ...] = ()) -> list[Cost]:
     """Every worst case, `repeats` times each, one after the other (nothing else in flight).
     Each model's workers first answer its example request `warm_up` times, unmeasured: a
-    TorchScript model optimises its graph on its first calls, which no later request pays again."""
+    TorchScript model optimises its graph on its first calls, which no later request pays again.
+    `models`: only their cases (default: every case)."""
     costs, warm = [], set()
-    for case in worst_cases():
+    for case in (c for c in worst_cases() if c.model in models or not models):
         if case.model not in warm:
             example = EXAMPLES / SPECS[case.model].example
             for _ in range(warm_up):
@@ -79,6 +81,19 @@ def measure(server: torchserve.Server, repeats: int = 3, warm_up: int = 4) -> li
         status = next((s for s in statuses if s != case.expect), case.expect)
         costs.append(Cost(case.name, case.model, case.what, len(case.body), status, case.expect, cpu_ms, peak))
     return costs
+
+
+def costs(store: Path, repeats: int, models: tuple[str, ...] = ()) -> list[Cost]:
+    """The shipped TorchScript archives of `store` (of `models`, default all) on their own
+    server, one worst-case body at a time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ports = {k: torchserve.free_port() for k in torchserve.PORT_KEYS}
+        archives = [f"{name}.mar" for name in models or SPECS]
+        server = torchserve.start(archives, run_dir=Path(tmp) / "run", model_store=store, ports=ports)
+        try:
+            return measure(server, repeats, models=models)
+        finally:
+            torchserve.stop(Path(tmp) / "run")
 
 
 def _post(server: torchserve.Server, model: str, body: bytes, content_type: str) -> int:

@@ -285,14 +285,17 @@ SPEC = ModelSpec(
     gate=Gate("frame_f1", 0.93),
     export=ExportSettings(onnx_graph=lambda path: onnx_sequence(path)),
     # One recording per request; a pass and a call at most four 60 s recordings (7,500 chunks
-    # of 32 ms): ~1 s on ONNX Runtime, ~2 s on TorchScript, one thread (notes/speech.md).
+    # of 32 ms). Measured 2026-11-30, (4, 1875, 576) on one thread, three runs: TorchScript
+    # 2.30-2.59 s, ONNX Runtime 0.84-0.91 s; pass_seconds is the slower runtime's. Decoding
+    # 60 s of 44.1 kHz stereo OGG Vorbis (the slowest format) takes 0.138 s (notes/speech.md).
     serving=ServingConfig(
         batch_size=8,
         max_batch_delay_ms=5,
         workers=2,
         threads_per_worker=1,
         limits=(("max_rows", 1), ("max_pass_cost", 7500), ("max_call_cost", 7500)),
-        pass_seconds=2.0,
+        pass_seconds=2.6,
+        decode_seconds=0.15,
     ),
     example="speech.wav",
     provenance=(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import struct
 import time
 
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from bench.worst_audio import encoded, flac_bomb, flac_claiming, speechlike, wav_8ch_384k, wav_claiming_ten_hours
 from handlers.codec import Limits, Payload, RequestError
 from handlers.codecs import audio
 from handlers.contracts import AudioContract
@@ -24,27 +24,6 @@ from handlers.contracts import AudioContract
 C = AudioContract()
 L = Limits(max_body_bytes=16 << 20)
 RATE = 44100
-
-
-def tone_speechlike(seconds: float, rate: int = RATE, channels: int = 2) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    x = 0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0)
-    return np.stack([x * (1 - 0.3 * c) for c in range(channels)], 1).astype(np.float32)
-
-
-def encoded(data: np.ndarray, fmt: str, subtype: str, rate: int = RATE) -> bytes:
-    out = io.BytesIO()
-    # In blocks: one sf.write of a long OGG Vorbis segfaults in libsndfile 1.2.2 (notes/speech.md).
-    with sf.SoundFile(out, "w", rate, data.shape[1], format=fmt, subtype=subtype) as f:
-        for i in range(0, len(data), 65536):
-            f.write(data[i : i + 65536])
-    return out.getvalue()
-
-
-def wav_header(channels: int, rate: int, frames: int, bits: int = 16) -> bytes:
-    data = min(frames * channels * bits // 8, 0xFFFFFFFF - 36)
-    fmt = struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * channels * bits // 8, channels * bits // 8, bits)
-    return b"RIFF" + struct.pack("<I", 36 + data) + b"WAVE" + b"fmt " + fmt + b"data" + struct.pack("<I", data)
 
 
 def refused(raw: bytes, limits: Limits = L) -> tuple[RequestError, float]:
@@ -59,7 +38,7 @@ def refused(raw: bytes, limits: Limits = L) -> tuple[RequestError, float]:
 )
 def test_each_format_decodes_to_16k_mono(fmt: str, subtype: str) -> None:
     rate = 48000 if subtype == "OPUS" else RATE  # Opus is 48 kHz inside
-    decoded = audio.decode_request(Payload(encoded(tone_speechlike(3.0, rate), fmt, subtype, rate), "audio/wav"), C, L)
+    decoded = audio.decode_request(Payload(encoded(speechlike(3.0, rate), fmt, subtype, rate), "audio/wav"), C, L)
     frames = decoded.rows
     assert frames.shape[0] == 1 and frames.shape[2] == C.context + C.chunk
     samples = dict(decoded.options)["samples"]
@@ -70,29 +49,20 @@ def test_each_format_decodes_to_16k_mono(fmt: str, subtype: str) -> None:
 
 
 def test_a_wav_header_claiming_ten_hours_reads_only_what_is_there() -> None:
-    raw = wav_header(1, 16000, 10 * 3600 * 16000) + (np.ones(16000, "<i2") * 1000).tobytes()
-    decoded = audio.decode_request(Payload(raw), C, L)
+    decoded = audio.decode_request(Payload(wav_claiming_ten_hours()), C, L)
     assert dict(decoded.options)["samples"] == 16000  # libsndfile bounds a WAV's frames by its bytes
 
 
 def test_header_worst_cases_are_refused_cheaply() -> None:
     cases = {
-        # 0.1 s present, 384 kHz x 8 channels declared: the rate alone refuses it
-        "8ch_384k": (wav_header(8, 384000, 10 * 3600 * 384000) + bytes(8 * 2 * 38400), 413, "unsupported_sample_rate"),
-        # a 46 kB FLAC of silence that decodes to 60 s x 8 ch x 96 kHz (184 MB of float32)
-        "flac_bomb": (encoded(np.zeros((60 * 96000, 8), np.float32), "FLAC", "PCM_16", 96000), 413, "audio_too_large"),
+        "8ch_384k": (wav_8ch_384k(), 413, "unsupported_sample_rate"),  # the rate alone refuses it
+        "flac_bomb": (flac_bomb(), 413, "audio_too_large"),
         "wav_61s": (encoded(np.zeros((61 * 16000, 1), np.float32), "WAV", "PCM_16", 16000), 413, "audio_too_long"),
         "garbage": (bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)), 400, "undecodable_audio"),
-        "mp3": (encoded(tone_speechlike(1.0), "MP3", "MPEG_LAYER_III"), 415, "unsupported_audio_format"),
+        "mp3": (encoded(speechlike(1.0), "MP3", "MPEG_LAYER_III"), 415, "unsupported_audio_format"),
+        "flac_claims_10h": (flac_claiming(10 * 3600 * RATE), 413, "audio_too_long"),
+        "flac_unknown_length": (flac_claiming(0), 400, "audio_length_unknown"),
     }
-    flac = bytearray(encoded(tone_speechlike(60.0), "FLAC", "PCM_16"))
-    at, n = 8 + 13, 10 * 3600 * RATE  # STREAMINFO's 36-bit total samples: claim 10 hours
-    flac[at] = (flac[at] & 0xF0) | (n >> 32)
-    flac[at + 1 : at + 5] = (n & 0xFFFFFFFF).to_bytes(4, "big")
-    cases["flac_claims_10h"] = (bytes(flac), 413, "audio_too_long")
-    flac[at] &= 0xF0
-    flac[at + 1 : at + 5] = bytes(4)  # total samples 0: "unknown"
-    cases["flac_unknown_length"] = (bytes(flac), 400, "audio_length_unknown")
     for name, (raw, status, code) in cases.items():
         error, seconds = refused(raw)
         assert (error.status, error.code) == (status, code), name
@@ -101,7 +71,7 @@ def test_header_worst_cases_are_refused_cheaply() -> None:
 
 @pytest.mark.parametrize(("fmt", "subtype"), [("FLAC", "PCM_16"), ("WAV", "PCM_16"), ("OGG", "VORBIS")])
 def test_a_file_that_ends_mid_frame(fmt: str, subtype: str) -> None:
-    raw = encoded(tone_speechlike(5.0), fmt, subtype)
+    raw = encoded(speechlike(5.0), fmt, subtype)
     cut = raw[: len(raw) // 2 + 7]
     if fmt == "FLAC":  # STREAMINFO states the length: the missing half is an error
         error, _ = refused(cut)
@@ -112,7 +82,7 @@ def test_a_file_that_ends_mid_frame(fmt: str, subtype: str) -> None:
 
 
 def test_raw_samples_through_the_protocol_at_their_stated_rate_or_the_models() -> None:
-    x = tone_speechlike(1.0, 8000, 1)[:, 0]
+    x = speechlike(1.0, 8000, 1)[:, 0]
     doc = {"inputs": [{"name": "audio", "shape": [1, len(x)], "datatype": "FP32", "data": x.tolist(),
                        "parameters": {"sample_rate": 8000}}], "parameters": {"probabilities": True}}  # fmt: skip
     decoded = audio.decode_request(Payload(json.dumps(doc).encode(), "application/json"), C, L)

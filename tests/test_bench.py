@@ -29,7 +29,8 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     for stage, model in (("floor", "digits-floor"), ("peer", "digits")):
         assert {(stage, model, 1), (stage, model, 32)} <= stages
     served = [p for p in data["points"] if p["stage"] != "in-process"]
-    assert all(p["errors"] == 0 and p["throughput"] > 0 for p in served)
+    ours = [p for p in served if p["stage"] not in run.report.BASELINE_STAGES]
+    assert all(p["errors"] == 0 and p["throughput"] > 0 for p in ours)
     torchserve = [p for p in served if p["stage"] != "peer"]
     assert all(p["torchserve_ms"] > 0 for p in torchserve)
     # Where the time goes: every TorchServe point split; the shipped digits point down to the stages.
@@ -38,6 +39,9 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     assert all(shipped["breakdown"][k] > 0 for k in ("decode", "inference", "encode", "batch_size"))
     assert all(v > 0 for v in data["preprocess"].values())
     report = (out / "report.md").read_text()
+    for p in served:  # a baseline's failures are in the report, not hidden by the run passing
+        if p["errors"]:
+            assert f"{p['stage']} {p['model']} at concurrency {p['concurrency']}: {p['errors']} of" in report
     verdicts = re.findall(
         r"= \*\*([-+\d.]+)(×| ms)?\*\*.*?\(target (≥|≤) ([-\d.]+)(?:×| ms)?\): \*\*(met|missed)\*\*", report
     )
@@ -71,6 +75,16 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     assert all(c["status"] == c["expected"] for c in costs.values())
     assert costs["png_at_decode_limit"]["cpu_ms"] > 0  # a 16 MiB decode is not free: the meter reads
     assert "## Worst case per input class" in report and "| png_at_decode_limit | digits |" in report
+    # The speech section (the README's Speech block): both runtimes' gates, audio points in
+    # process and served, and the audio worst cases, from this run's own points and costs.
+    speech_figures = data["speech"]
+    assert [g["runtime"] for g in speech_figures["gates"]] == list(SPECS["silero_vad"].formats)
+    assert all(g["quality_value"] >= g["quality_threshold"] for g in speech_figures["gates"])
+    assert {(p["stage"], p["model"]) for p in speech_figures["points"]} >= {
+        ("in-process", "silero_vad"), ("shipped", "silero_vad"), ("shipped", "silero_vad-onnx")}  # fmt: skip
+    assert {c["case"] for c in speech_figures["worst_cases"]} == {
+        c.name for c in worst_cases() if c.model == "silero_vad"
+    }
     # Heavy beside light, per kind: nothing failed, the light request always answered.
     fair = {r["model"]: r for r in data["heavy_beside_light"]}
     assert set(fair) == {"digits", "diabetes", "minilm"}

@@ -85,3 +85,25 @@ def test_a_monitoring_failure_never_fails_an_answer(built, tmp_path, monkeypatch
     answers, statuses = run(handler, ctx, [{"body": body}])
     assert statuses == [200] and answers == expected
     assert "monitoring could not count a batch" in caplog.text
+
+
+def test_recordings_of_different_lengths_in_one_call_are_each_counted(built, tmp_path):
+    """The speech model's pass is padded to its longest recording: each recording is counted once,
+    by its own chunks (its level and length, and its mean speech probability), not the padding."""
+    from bench.worst_audio import encoded, speechlike
+
+    handler, ctx = load(built, "silero_vad", tmp_path)
+    profile = handler.card["reference_profile"]
+    assert {s["name"] for s in profile["signals"]} == {"chunks", "level_dbfs", "speech_probability"}
+    short, long = (encoded(speechlike(s, 16000, 1), "WAV", "PCM_16", 16000) for s in (1.0, 7.0))
+    _, statuses = run(handler, ctx, [{"body": short}, {"body": long}])
+    assert statuses == [200, 200]
+    counts = handler.monitor.take()
+    assert counts.requests == {"answered": 2}
+    per_signal = {
+        name: sum(n for (_, s, _), n in counts.rows.items() if s == name) for name in ("chunks", "speech_probability")
+    }
+    assert per_signal == {"chunks": 2, "speech_probability": 2}
+    chunks = next(s for s in profile["signals"] if s["name"] == "chunks")
+    buckets = sorted(b for (_, s, b), n in counts.rows.items() if s == "chunks")
+    assert buckets == sorted(monitoring.bucket_of(chunks, np.array([32, 219])).tolist())  # 1 s and 7 s of 32 ms

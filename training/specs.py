@@ -58,6 +58,9 @@ class ServingConfig:
     # Seconds one forward pass of max_pass_cost takes on one thread on the 2-core reference
     # machine: measured, and written beside the model's limits.
     pass_seconds: float = 0.05
+    # Seconds one request at the decode limits takes to decode, measured the same way: the
+    # image and row kinds' DECODE_SECONDS, or the kind's own (audio: an OGG Vorbis at 60 s).
+    decode_seconds: float = DECODE_SECONDS
     # None derives TorchServe's responseTimeout from the budgets (`timeout_s`); a number
     # overrides it (the fault tests' 2 s).
     response_timeout_s: int | None = None
@@ -72,7 +75,7 @@ class ServingConfig:
         if self.response_timeout_s is not None:
             return self.response_timeout_s
         limits = Limits.from_mapping(dict(self.limits))
-        call = self.pass_seconds * limits.max_call_cost / limits.max_pass_cost + self.batch_size * DECODE_SECONDS
+        call = self.pass_seconds * limits.max_call_cost / limits.max_pass_cost + self.batch_size * self.decode_seconds
         return max(MIN_TIMEOUT_S, math.ceil(TIMEOUT_MARGIN * call))
 
 

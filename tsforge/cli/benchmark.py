@@ -19,7 +19,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         return
     from bench import run
 
-    if args.monitoring or args.provenance:
-        run.section_only("monitoring" if args.monitoring else "provenance")
+    section = next((name for name in ("monitoring", "provenance", "speech") if getattr(args, name)), None)
+    if section:
+        run.section_only(section)
         return
     run.run(quick=args.quick)
