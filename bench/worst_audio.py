@@ -49,8 +49,8 @@ def flac_claiming(frames: int, seconds: float = 60.0) -> bytes:
 
 
 def wav_claiming_ten_hours() -> bytes:
-    """Accepted: a header declaring 10 hours with one second present; libsndfile bounds a WAV's
-    frames by its bytes, so only that second is read."""
+    """Refused from its size field: a header declaring 10 hours with one second present (which
+    libsndfile alone would read, silently short)."""
     return wav_header(1, 16000, 10 * 3600 * 16000) + (np.ones(16000, "<i2") * 1000).tobytes()
 
 
@@ -79,11 +79,12 @@ def cases() -> list[tuple[str, str, str, bytes, str, int]]:
         ("audio_wav_at_limit", MODEL, wav, sixty_16k, "60 s, 16 kHz mono WAV", 200),
         ("audio_ogg_at_limit", MODEL, ogg, encoded(speechlike(60.0), "OGG", "VORBIS"), "60 s, 44.1 kHz stereo", 200),
         ("audio_flac_at_limit", MODEL, flac, encoded(speechlike(60.0), "FLAC", "PCM_16"), "60 s, 44.1 kHz stereo", 200),
-        ("audio_wav_claims_10h", MODEL, wav, wav_claiming_ten_hours(), "header: 10 h; 1 s present", 200),
+        ("audio_wav_claims_10h", MODEL, wav, wav_claiming_ten_hours(), "header: 10 h; 1 s present", 413),
         ("audio_flac_claims_10h", MODEL, flac, flac_claiming(10 * 3600 * RATE), "STREAMINFO: 10 h", 413),
         ("audio_8ch_384k", MODEL, wav, wav_8ch_384k(), "header: 8 ch at 384 kHz, 10 h", 413),
         ("audio_flac_bomb", MODEL, flac, flac_bomb(), "~46 kB -> 60 s x 8 ch x 96 kHz", 413),
         ("audio_wav_61s", MODEL, wav, encoded(np.zeros((61 * 16000, 1)), "WAV", "PCM_16", 16000), "61 s", 413),
         ("audio_flac_cut_mid_frame", MODEL, flac, cut_mid_frame("FLAC", "PCM_16"), "5 s FLAC cut at half", 400),
-        ("audio_ogg_cut_mid_frame", MODEL, ogg, cut_mid_frame("OGG", "VORBIS"), "5 s OGG cut at half", 200),
+        ("audio_wav_cut_mid_frame", MODEL, wav, cut_mid_frame("WAV", "PCM_16"), "5 s WAV cut at half", 400),
+        ("audio_ogg_cut_mid_frame", MODEL, ogg, cut_mid_frame("OGG", "VORBIS"), "5 s OGG cut at half", 400),
     ]

@@ -174,10 +174,10 @@ def decode_v2(doc: dict[str, Any], row_shape: tuple[int, ...], limits: Limits) -
         raise RequestError(400, "wrong_shape", f"shape {tensor['shape']} does not fit this model: send {expected}.")
     if shape[0] > limits.max_rows:
         raise RequestError(413, "too_many_rows", f"{shape[0]} rows in one request; the limit is {limits.max_rows}.")
-    return _numbers(tensor["data"], tensor["shape"]).reshape(shape)
+    return numbers(tensor["data"], tensor["shape"]).reshape(shape)
 
 
-def _numbers(data: Any, shape: list[int]) -> np.ndarray:
+def numbers(data: Any, shape: list[int]) -> np.ndarray:
     """`data` as float32, flat (prod(shape) values) or nested as `shape`; or a binary tensor's array.
 
     Every length is checked against the declared shape before the level below is read, so

@@ -48,9 +48,27 @@ def test_each_format_decodes_to_16k_mono(fmt: str, subtype: str) -> None:
     np.testing.assert_array_equal(frames[0, 1:, : C.context], frames[0, :-1, -C.context :])
 
 
-def test_a_wav_header_claiming_ten_hours_reads_only_what_is_there() -> None:
-    decoded = audio.decode_request(Payload(wav_claiming_ten_hours()), C, L)
-    assert dict(decoded.options)["samples"] == 16000  # libsndfile bounds a WAV's frames by its bytes
+def test_a_wav_header_claiming_ten_hours_is_refused_from_its_size_field() -> None:
+    error, _ = refused(wav_claiming_ten_hours())  # libsndfile alone would read the 1 s present
+    assert (error.status, error.code) == (413, "audio_too_long") and "36000.0 s" in error.detail
+    streaming = bytearray(wav_claiming_ten_hours())
+    streaming[40:44] = (0xFFFFFFFF).to_bytes(4, "little")  # a writer that could not seek back: unknown
+    assert dict(audio.decode_request(Payload(bytes(streaming)), C, L).options)["samples"] == 16000
+
+
+def test_a_wavex_file_with_four_channels_and_24_bits_is_a_wav() -> None:
+    raw = encoded(speechlike(2.0, 48000, 4), "WAVEX", "PCM_24", 48000)
+    assert sf.info(io.BytesIO(raw)).format == "WAVEX"
+    assert dict(audio.decode_request(Payload(raw, "audio/wav"), C, L).options)["samples"] == 32000
+
+
+def test_audio_too_short_or_not_finite_is_a_400_naming_it() -> None:
+    one_frame = encoded(np.full((1, 1), 0.5, np.float32), "WAV", "PCM_16", 48000)  # resamples to nothing
+    assert refused(one_frame)[0].code == "audio_too_short"
+    nan = speechlike(1.0, 16000, 1)
+    nan[100] = np.nan
+    error, _ = refused(encoded(nan, "WAV", "FLOAT", 16000))
+    assert (error.status, error.code) == (400, "non_finite_number") and "Sample 100" in error.detail
 
 
 def test_header_worst_cases_are_refused_cheaply() -> None:
@@ -69,16 +87,16 @@ def test_header_worst_cases_are_refused_cheaply() -> None:
         assert seconds < 0.05, f"{name} took {seconds * 1e3:.1f} ms to refuse"
 
 
-@pytest.mark.parametrize(("fmt", "subtype"), [("FLAC", "PCM_16"), ("WAV", "PCM_16"), ("OGG", "VORBIS")])
-def test_a_file_that_ends_mid_frame(fmt: str, subtype: str) -> None:
-    raw = encoded(speechlike(5.0), fmt, subtype)
-    cut = raw[: len(raw) // 2 + 7]
-    if fmt == "FLAC":  # STREAMINFO states the length: the missing half is an error
+@pytest.mark.parametrize(
+    ("fmt", "subtype"), [("FLAC", "PCM_16"), ("WAV", "PCM_16"), ("OGG", "VORBIS"), ("OGG", "OPUS")]
+)
+def test_a_file_that_ends_mid_frame_is_a_400(fmt: str, subtype: str) -> None:
+    rate = 48000 if subtype == "OPUS" else RATE
+    raw = encoded(speechlike(5.0, rate), fmt, subtype, rate)
+    assert audio.decode_request(Payload(raw), C, L).rows.shape[1] > 0  # whole, it decodes
+    for cut in (raw[: len(raw) // 2 + 7], raw[:-1]):
         error, _ = refused(cut)
-        assert (error.status, error.code) == (400, "corrupt_audio")
-    else:  # WAV and OGG lengths come from the bytes present: what is there decodes
-        samples = dict(audio.decode_request(Payload(cut), C, L).options)["samples"]
-        assert 0 < samples < 0.75 * 5 * 16000  # Vorbis: bytes are not proportional to time
+        assert (error.status, error.code) == (400, "corrupt_audio"), (fmt, len(cut))
 
 
 def test_raw_samples_through_the_protocol_at_their_stated_rate_or_the_models() -> None:
@@ -93,6 +111,20 @@ def test_raw_samples_through_the_protocol_at_their_stated_rate_or_the_models() -
     doc["inputs"][0]["parameters"] = {"sample_rate": "8k"}
     with pytest.raises(RequestError, match="sample_rate"):
         audio.decode_request(Payload(json.dumps(doc).encode(), "application/json"), C, L)
+    # Each limit named: the rate's, the duration's, the samples'; a stray top-level parameters.
+    small = Limits(max_body_bytes=16 << 20, max_sample_rate=48000, max_audio_seconds=1, max_audio_samples=6000)
+    for rate, n, code, limit in ((96000, 100, "unsupported_sample_rate", "max_sample_rate"),
+                                 (8000, 8001, "audio_too_long", "max_audio_seconds"),
+                                 (16000, 7000, "audio_too_large", "max_audio_samples")):  # fmt: skip
+        doc["inputs"][0].update(shape=[1, n], data=[0.0] * n, parameters={"sample_rate": rate})
+        with pytest.raises(RequestError) as caught:
+            audio.decode_request(Payload(json.dumps(doc).encode(), "application/json"), C, small)
+        assert (caught.value.status, caught.value.code) == (413, code) and limit in caught.value.detail
+    doc["inputs"][0].update(shape=[1, 3], data=[0.0] * 3, parameters={"sample_rate": 48000})
+    doc["parameters"] = ["not", "a", "dict"]  # 3 samples at 48 kHz: one at 16 kHz
+    assert (
+        dict(audio.decode_request(Payload(json.dumps(doc).encode(), "application/json"), C, L).options)["samples"] == 1
+    )
 
 
 def test_segments_match_silero_get_speech_timestamps() -> None:

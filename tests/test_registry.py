@@ -92,4 +92,9 @@ def test_weights_that_do_not_fit_stop_the_build_with_the_reason(built, tmp_path)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="is not a readable state_dict or safetensors file"):
         build.build(SPECS["diabetes"], store=tmp_path / "s", artifacts=tmp_path / "a", weights=tmp_path / "junk.pt")
+    # A TorchScript file runs its code when it loads: read only when it is the model's pinned file.
+    scripted = tmp_path / "scripted.pt"
+    shutil.copy(built.exported("diabetes"), scripted)
+    with pytest.raises(WeightsError, match="is a TorchScript file, which runs code when it loads"):
+        build.build(SPECS["diabetes"], store=tmp_path / "s", artifacts=tmp_path / "a", weights=scripted)
     assert not list((tmp_path / "s").glob("*.mar"))

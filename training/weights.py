@@ -10,6 +10,7 @@ model trained here. A model whose module declares no training gets its file from
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,18 +40,25 @@ def _is_torchscript(path: Path) -> bool:
         return any(name.endswith("/constants.pkl") for name in z.namelist())
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def load_state_dict(path: Path, pinned_script: Callable[[Path], bool] = lambda path: False) -> dict[str, torch.Tensor]:
     """Tensors by name from safetensors, a bare state_dict, a checkpoint holding one, or a
-    TorchScript file."""
+    TorchScript file that `pinned_script` accepts (loading TorchScript runs its code, so only a
+    model's own pinned file is read that way; everything else loads with weights_only)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
+    script = _is_torchscript(path)
+    if script and not pinned_script(path):
+        raise WeightsError(
+            f"{path} is a TorchScript file, which runs code when it loads: only a model's pinned file is read "
+            "that way. Save its state_dict (torch.save(module.state_dict(), 'weights.pt')) and pass that."
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        if _is_torchscript(path):  # a scripted network's parameters (silero-vad ships one)
+        if script:  # a scripted network's parameters (silero-vad ships one)
             return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and header errors: all mean "not a weights file"
@@ -67,7 +75,8 @@ def adopt(spec: ModelSpec, out_dir: Path, weights: Path) -> dict[str, dict]:
     model_config = spec.model_config()
     model = spec.build(model_config)
     try:
-        model.load_state_dict(spec.adapt_weights(load_state_dict(weights)), strict=True)
+        pinned = lambda path: spec.weights is not None and weights_digest(path) == weights_digest(spec.weights())  # noqa: E731
+        model.load_state_dict(spec.adapt_weights(load_state_dict(weights, pinned)), strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise WeightsError(f"{weights} does not fit the {spec.name} network: {first}") from e

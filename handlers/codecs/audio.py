@@ -34,7 +34,12 @@ AUDIO_MEDIA = (
 )  # fmt: skip
 ACCEPTED_MEDIA = (*AUDIO_MEDIA, "application/json")
 # libsndfile's major formats this kind takes (it also reads MP3, AIFF and more: not promised).
-FORMATS = ("WAV", "FLAC", "OGG")
+# WAVEX: the WAVE_FORMAT_EXTENSIBLE header sox and ffmpeg write for more than two channels,
+# more than 16 bits or (ffmpeg) rates above 48 kHz: a WAV all the same.
+FORMATS = ("WAV", "WAVEX", "FLAC", "OGG")
+# A streaming writer that cannot seek back leaves the WAV data size at 0 or all ones: unknown.
+WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
+MAX_RIFF_CHUNKS = 64  # chunks walked to find "data" (fmt, fact, LIST, ...: a handful in practice)
 MIN_SAMPLE_RATE = 8000
 # libsndfile reports SF_COUNT_MAX frames for a FLAC whose STREAMINFO states no length; soundfile
 # then cannot read it bounded (its seek after a short read fails), so it is refused.
@@ -102,6 +107,44 @@ def check_header(info: Any, limits: Limits) -> None:
         )
 
 
+def wav_data_size(raw: bytes) -> tuple[int, int] | None:
+    """(declared, present) bytes of a RIFF WAVE body's "data" chunk, None if not found."""
+    pos = 12
+    for _ in range(MAX_RIFF_CHUNKS):
+        if pos + 8 > len(raw):
+            return None
+        size = int.from_bytes(raw[pos + 4 : pos + 8], "little")
+        if raw[pos : pos + 4] == b"data":
+            return size, len(raw) - pos - 8
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def check_complete(raw: bytes, info: Any, limits: Limits) -> None:
+    """Refuse a WAV whose header declares more than the limits or than the body holds, and an
+    OGG stream that ends before its last page: libsndfile would read such files silently
+    short (a cut upload, or a header that lies about its length)."""
+    if info.format in ("WAV", "WAVEX") and (sizes := wav_data_size(raw)) and sizes[0] not in WAV_UNKNOWN_SIZES:
+        declared, present = sizes
+        seconds = info.frames / info.samplerate * declared / max(present, 1)
+        if seconds > limits.max_audio_seconds:
+            raise _refuse(
+                413,
+                "audio_too_long",
+                f"The WAV header declares {seconds:.1f} s; the limit is {limits.max_audio_seconds} s per request "
+                "(max_audio_seconds).",
+            )
+        if declared > present:
+            raise _refuse(400, "corrupt_audio", f"The WAV declares {declared} bytes of samples; the body holds "
+                          f"{present}: the file was cut.")  # fmt: skip
+    if info.format == "OGG":
+        last = raw.rfind(b"OggS")
+        segments = raw[last + 27 : last + 27 + raw[last + 26]] if 0 <= last and len(raw) >= last + 27 else None
+        complete = segments is not None and len(segments) == raw[last + 26]
+        if not complete or last + 27 + len(segments) + sum(segments) != len(raw) or not raw[last + 5] & 4:
+            raise _refuse(400, "corrupt_audio", "The OGG stream ends before its last page: the file was cut.")
+
+
 def decode_file(raw: bytes, contract: AudioContract, limits: Limits) -> np.ndarray:
     """WAV, FLAC or OGG bytes -> 16 kHz mono float32, at a cost bounded by the header first."""
     import soundfile as sf
@@ -112,6 +155,7 @@ def decode_file(raw: bytes, contract: AudioContract, limits: Limits) -> np.ndarr
     except (sf.SoundFileError, RuntimeError) as e:  # LibsndfileError: not a format it knows
         raise _refuse(400, "undecodable_audio", f"The body is not readable audio ({_reason(e)}). {USAGE}") from e
     check_header(info, limits)
+    check_complete(raw, info, limits)
     try:
         with sf.SoundFile(io.BytesIO(raw)) as f:
             # Exactly the header's frames: never frames=-1, which allocates what the header says.
@@ -120,7 +164,20 @@ def decode_file(raw: bytes, contract: AudioContract, limits: Limits) -> np.ndarr
         raise _refuse(400, "corrupt_audio", f"The audio ends early or is corrupt ({_reason(e)}).") from e
     if len(samples) == 0:
         raise _refuse(400, "empty_audio", "The audio holds no samples.")
-    return to_model_rate(mixdown(samples), info.samplerate, contract)
+    finite = np.isfinite(samples)
+    if not finite.all():  # a float WAV can carry NaN or infinity
+        frame = int(np.argmin(finite.all(axis=1)))
+        raise _refuse(400, "non_finite_number", f"Sample {frame} is {samples[frame].max()}; send finite samples.")
+    return long_enough(to_model_rate(mixdown(samples), info.samplerate, contract), contract)
+
+
+def long_enough(audio: np.ndarray, contract: AudioContract) -> np.ndarray:
+    """A few samples at a high rate resample to none at the model's: nothing to answer about."""
+    if len(audio) == 0:
+        raise _refuse(
+            400, "audio_too_short", f"The audio is shorter than one sample at {contract.sample_rate} Hz; send more."
+        )
+    return audio
 
 
 def _reason(error: Exception) -> str:
@@ -159,7 +216,8 @@ def _v2_audio(doc: dict[str, Any], contract: AudioContract, limits: Limits) -> n
     params = tensor.get("parameters") if isinstance(tensor.get("parameters"), dict) else {}
     # Unstated, the rate is the model's own (the metadata route says which): what a client that
     # builds its request from the metadata, as tritonclient's users do, sends.
-    rate = params.get("sample_rate", (doc.get("parameters") or {}).get("sample_rate", contract.sample_rate))
+    request_params = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else {}
+    rate = params.get("sample_rate", request_params.get("sample_rate", contract.sample_rate))
     if type(rate) is not int:
         raise _refuse(
             400,
@@ -169,20 +227,24 @@ def _v2_audio(doc: dict[str, Any], contract: AudioContract, limits: Limits) -> n
     n = shape[-1]
     if not MIN_SAMPLE_RATE <= rate <= limits.max_sample_rate:
         raise _refuse(
-            400,
+            400 if rate < MIN_SAMPLE_RATE else 413,
             "unsupported_sample_rate",
-            f"sample_rate {rate}: accepted {MIN_SAMPLE_RATE} to {limits.max_sample_rate} Hz.",
+            f"sample_rate {rate}: accepted {MIN_SAMPLE_RATE} to {limits.max_sample_rate} Hz (max_sample_rate).",
         )
-    if n / rate > limits.max_audio_seconds or n > limits.max_audio_samples:
+    if n / rate > limits.max_audio_seconds:
         raise _refuse(
             413,
             "audio_too_long",
             f"{n} samples at {rate} Hz; the limit is {limits.max_audio_seconds} s (max_audio_seconds).",
         )
-    samples = oip._numbers(tensor.get("data"), shape).reshape(-1)  # TODO: make _numbers public in oip
+    if n > limits.max_audio_samples:
+        raise _refuse(
+            413, "audio_too_large", f"{n} samples; the limit is {limits.max_audio_samples} (max_audio_samples)."
+        )
+    samples = oip.numbers(tensor.get("data"), shape).reshape(-1)
     if tensor.get("datatype") == "INT16":
         samples = samples / 32768.0
-    return to_model_rate(samples.astype(np.float32), rate, contract)
+    return long_enough(to_model_rate(samples.astype(np.float32), rate, contract), contract)
 
 
 def decode_request(payload: Payload, contract: AudioContract, limits: Limits) -> Decoded:
