@@ -18,8 +18,6 @@ from dataclasses import asdict, replace
 from importlib.metadata import version
 from pathlib import Path
 
-import psutil
-
 from bench import (
     baselines,
     breakdown,
@@ -118,8 +116,7 @@ def served(
                     point.queue_ms = (after[COUNTERS[1]] - before[COUNTERS[1]]) / n / 1000
                     point.torchserve_ms = (after[COUNTERS[2]] - before[COUNTERS[2]]) / n / 1000
                     point.breakdown = breakdown.breakdown(point.mean_ms, point.torchserve_ms, point.queue_ms, logged)
-                    rss = max(psutil.Process(pid).memory_info().rss for pid in worst.worker_pids(server, model))
-                    point.worker_rss_mib = rss / 2**20
+                    point.worker_rss_mib = worst.largest_rss(worst.worker_pids(server, model)) / 2**20
                     points.append(point)
         finally:
             torchserve.stop(run_dir)

@@ -39,6 +39,18 @@ def worker_pids(server: torchserve.Server, model: str) -> list[int]:
     return [w["pid"] for d in r.json() for w in d["workers"] if w.get("pid")]
 
 
+def largest_rss(pids: list[int]) -> int:
+    """The largest resident set (bytes) of the workers still alive: a baseline's worker that
+    timed out is being replaced while it is asked."""
+    sizes = []
+    for pid in pids:
+        try:
+            sizes.append(psutil.Process(pid).memory_info().rss)
+        except psutil.NoSuchProcess:
+            continue
+    return max(sizes, default=0)
+
+
 def _reset_peak(pid: int) -> bool:
     """Reset VmHWM to the current RSS (Linux 4.0+; needs write access to clear_refs)."""
     try:
