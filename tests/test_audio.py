@@ -159,15 +159,21 @@ def runtimes(tmp_path_factory):
     script = silero_vad.scripted_sequence()
     script.save(str(folder / "vad.pt"))
     silero_vad.onnx_sequence(folder / "vad.onnx")
-    torch.set_num_threads(1)
     ts = torch.jit.load(str(folder / "vad.pt"))
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(Path(folder / "vad.onnx")), options, providers=["CPUExecutionProvider"])
 
     def run_ts(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return ts(torch.from_numpy(x)).numpy()
+        # One thread, as a served worker runs; restored after, since the thread count is the
+        # process's: a build later in this session trained with one thread rounds differently.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                return ts(torch.from_numpy(x)).numpy()
+        finally:
+            torch.set_num_threads(threads)
 
     return {"torchscript": run_ts, "onnx": lambda x: session.run(None, {"frames": x})[0]}
 
