@@ -38,33 +38,31 @@ USAGE = (
 )
 
 
-def refuse(status: int, code: str, detail: str) -> RequestError:
-    return RequestError(status, code, detail)
-
-
 def check_header(info: Any, limits: Limits) -> None:
     """Refuse from the header alone what would cost too much, or cannot be read bounded."""
     if info.format not in FORMATS:
-        raise refuse(415, "unsupported_audio_format", f"{info.format} audio is not accepted; send WAV, FLAC or OGG.")
+        raise RequestError(
+            415, "unsupported_audio_format", f"{info.format} audio is not accepted; send WAV, FLAC or OGG."
+        )
     if not MIN_SAMPLE_RATE <= info.samplerate <= limits.max_sample_rate:
-        raise refuse(
+        raise RequestError(
             400 if info.samplerate < MIN_SAMPLE_RATE else 413,
             "unsupported_sample_rate",
             f"The audio's sample rate is {info.samplerate} Hz; accepted: {MIN_SAMPLE_RATE} to {limits.max_sample_rate} Hz (max_sample_rate).",
         )
     if info.frames >= UNKNOWN_FRAMES:
-        raise refuse(400, "audio_length_unknown", "The audio's header states no length; re-encode it with one.")
+        raise RequestError(400, "audio_length_unknown", "The audio's header states no length; re-encode it with one.")
     if info.frames == 0:
-        raise refuse(400, "empty_audio", "The audio holds no samples.")
+        raise RequestError(400, "empty_audio", "The audio holds no samples.")
     seconds = info.frames / info.samplerate
     if seconds > limits.max_audio_seconds:
-        raise refuse(
+        raise RequestError(
             413,
             "audio_too_long",
             f"The audio lasts {seconds:.1f} s; the limit is {limits.max_audio_seconds} s per request (max_audio_seconds).",
         )
     if info.frames * info.channels > limits.max_audio_samples:
-        raise refuse(
+        raise RequestError(
             413,
             "audio_too_large",
             f"The audio holds {info.frames} frames x {info.channels} channels; the limit is {limits.max_audio_samples} "
@@ -93,21 +91,21 @@ def check_complete(raw: bytes, info: Any, limits: Limits) -> None:
         declared, present = sizes
         seconds = info.frames / info.samplerate * declared / max(present, 1)
         if seconds > limits.max_audio_seconds:
-            raise refuse(
+            raise RequestError(
                 413,
                 "audio_too_long",
                 f"The WAV header declares {seconds:.1f} s; the limit is {limits.max_audio_seconds} s per request "
                 "(max_audio_seconds).",
             )
         if declared > present:
-            raise refuse(400, "corrupt_audio", f"The WAV declares {declared} bytes of samples; the body holds "
+            raise RequestError(400, "corrupt_audio", f"The WAV declares {declared} bytes of samples; the body holds "
                           f"{present}: the file was cut.")  # fmt: skip
     if info.format == "OGG":
         last = raw.rfind(b"OggS")
         segments = raw[last + 27 : last + 27 + raw[last + 26]] if 0 <= last and len(raw) >= last + 27 else None
         complete = segments is not None and len(segments) == raw[last + 26]
         if not complete or last + 27 + len(segments) + sum(segments) != len(raw) or not raw[last + 5] & 4:
-            raise refuse(400, "corrupt_audio", "The OGG stream ends before its last page: the file was cut.")
+            raise RequestError(400, "corrupt_audio", "The OGG stream ends before its last page: the file was cut.")
 
 
 def decode_file(raw: bytes, contract: AudioContract, limits: Limits) -> np.ndarray:
@@ -118,7 +116,7 @@ def decode_file(raw: bytes, contract: AudioContract, limits: Limits) -> np.ndarr
     try:
         info = sf.info(io.BytesIO(raw))
     except (sf.SoundFileError, RuntimeError) as e:  # LibsndfileError: not a format it knows
-        raise refuse(400, "undecodable_audio", f"The body is not readable audio ({_reason(e)}). {USAGE}") from e
+        raise RequestError(400, "undecodable_audio", f"The body is not readable audio ({_reason(e)}). {USAGE}") from e
     check_header(info, limits)
     check_complete(raw, info, limits)
     try:
@@ -126,20 +124,20 @@ def decode_file(raw: bytes, contract: AudioContract, limits: Limits) -> np.ndarr
             # Exactly the header's frames: never frames=-1, which allocates what the header says.
             samples = f.read(info.frames, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as e:  # FLAC cut or corrupted: "decoder lost sync"
-        raise refuse(400, "corrupt_audio", f"The audio ends early or is corrupt ({_reason(e)}).") from e
+        raise RequestError(400, "corrupt_audio", f"The audio ends early or is corrupt ({_reason(e)}).") from e
     if len(samples) == 0:
-        raise refuse(400, "empty_audio", "The audio holds no samples.")
+        raise RequestError(400, "empty_audio", "The audio holds no samples.")
     finite = np.isfinite(samples)
     if not finite.all():  # a float WAV can carry NaN or infinity
         frame = int(np.argmin(finite.all(axis=1)))
-        raise refuse(400, "non_finite_number", f"Sample {frame} is {samples[frame].max()}; send finite samples.")
+        raise RequestError(400, "non_finite_number", f"Sample {frame} is {samples[frame].max()}; send finite samples.")
     return long_enough(to_model_rate(mixdown(samples), info.samplerate, contract), contract)
 
 
 def long_enough(audio: np.ndarray, contract: AudioContract) -> np.ndarray:
     """A few samples at a high rate resample to none at the model's: nothing to answer about."""
     if len(audio) == 0:
-        raise refuse(
+        raise RequestError(
             400, "audio_too_short", f"The audio is shorter than one sample at {contract.sample_rate} Hz; send more."
         )
     return audio

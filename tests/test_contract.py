@@ -14,8 +14,10 @@ def codes_in_source() -> dict[str, set[int]]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "RequestError":
                 status, code = node.args[:2]
+                # A status chosen by a condition (400 if too low else 413) gives both.
+                statuses = (status.body, status.orelse) if isinstance(status, ast.IfExp) else (status,)
                 if isinstance(code, ast.Constant):  # else a re-raise of another error's code
-                    found.setdefault(code.value, set()).add(status.value)
+                    found.setdefault(code.value, set()).update(s.value for s in statuses)
             elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "_failed":
                 code = node.args[2]  # self._failed(context, idx, "code", error): a 500
                 found.setdefault(code.value, set()).add(500)

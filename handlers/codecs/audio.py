@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from handlers import oip
-from handlers.audio_decode import MIN_SAMPLE_RATE, USAGE, decode_file, long_enough, refuse, to_model_rate
-from handlers.codec import Decoded, Limits, Payload, check_media_type
+from handlers.audio_decode import MIN_SAMPLE_RATE, USAGE, decode_file, long_enough, to_model_rate
+from handlers.codec import Decoded, Limits, Payload, RequestError, check_media_type
 from handlers.contracts import AudioContract
 
 AUDIO_MEDIA = (
@@ -58,41 +58,41 @@ def _v2_audio(doc: dict[str, Any], contract: AudioContract, limits: Limits) -> n
     """The protocol's FP32 tensor "audio" [1, n] or [n], with its sample rate as a parameter."""
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise refuse(400, "wrong_v2_request", '"inputs" must be a list holding exactly one tensor object.')
+        raise RequestError(400, "wrong_v2_request", '"inputs" must be a list holding exactly one tensor object.')
     tensor = inputs[0]
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(type(d) is int and d > 0 for d in shape) or len(shape) not in (1, 2):
-        raise refuse(400, "wrong_shape", "shape must be [1, n] or [n]: one recording per request.")
+        raise RequestError(400, "wrong_shape", "shape must be [1, n] or [n]: one recording per request.")
     if len(shape) == 2 and shape[0] != 1:
-        raise refuse(400, "wrong_shape", f"shape {shape}: send one recording per request, [1, n].")
+        raise RequestError(400, "wrong_shape", f"shape {shape}: send one recording per request, [1, n].")
     if tensor.get("datatype") not in ("FP32", "FP16", "FP64", "INT16"):
-        raise refuse(400, "wrong_datatype", f"datatype {str(tensor.get('datatype'))[:20]!r}: send FP32 samples.")
+        raise RequestError(400, "wrong_datatype", f"datatype {str(tensor.get('datatype'))[:20]!r}: send FP32 samples.")
     params = tensor.get("parameters") if isinstance(tensor.get("parameters"), dict) else {}
     # Unstated, the rate is the model's own (the metadata route says which): what a client that
     # builds its request from the metadata, as tritonclient's users do, sends.
     request_params = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else {}
     rate = params.get("sample_rate", request_params.get("sample_rate", contract.sample_rate))
     if type(rate) is not int:
-        raise refuse(
+        raise RequestError(
             400,
             "wrong_sample_rate",
             f"parameters.sample_rate must be a whole number of Hz, e.g. {contract.sample_rate}.",
         )
     n = shape[-1]
     if not MIN_SAMPLE_RATE <= rate <= limits.max_sample_rate:
-        raise refuse(
+        raise RequestError(
             400 if rate < MIN_SAMPLE_RATE else 413,
             "unsupported_sample_rate",
             f"sample_rate {rate}: accepted {MIN_SAMPLE_RATE} to {limits.max_sample_rate} Hz (max_sample_rate).",
         )
     if n / rate > limits.max_audio_seconds:
-        raise refuse(
+        raise RequestError(
             413,
             "audio_too_long",
             f"{n} samples at {rate} Hz; the limit is {limits.max_audio_seconds} s (max_audio_seconds).",
         )
     if n > limits.max_audio_samples:
-        raise refuse(
+        raise RequestError(
             413, "audio_too_large", f"{n} samples; the limit is {limits.max_audio_samples} (max_audio_samples)."
         )
     samples = oip.numbers(tensor.get("data"), shape).reshape(-1)
@@ -124,13 +124,13 @@ def decode_request(payload: Payload, contract: AudioContract, limits: Limits) ->
         )  # fmt: skip
     if isinstance(doc, dict) and "audio" in doc:
         if not isinstance(doc["audio"], str):
-            raise refuse(400, "wrong_type", '"audio" must be a base64 string of a WAV, FLAC or OGG file.')
+            raise RequestError(400, "wrong_type", '"audio" must be a base64 string of a WAV, FLAC or OGG file.')
         try:
             raw = base64.b64decode(doc["audio"], validate=True)
         except (binascii.Error, ValueError) as e:
-            raise refuse(400, "invalid_base64", f'"audio" is not valid base64: {e}.') from e
+            raise RequestError(400, "invalid_base64", f'"audio" is not valid base64: {e}.') from e
         return _decoded(decode_file(raw, contract, limits), contract, "single", None, doc.get("probabilities") is True)
-    raise refuse(400, "unsupported_input", USAGE)
+    raise RequestError(400, "unsupported_input", USAGE)
 
 
 def _decoded(
