@@ -169,6 +169,8 @@ def test_every_model_answers_through_the_gateway(deployment, archive):
         assert str(answer["label"]) in spec.contract.labels and abs(sum(answer["probabilities"].values()) - 1) < 0.05
         if archive.startswith("digits"):
             assert answer["label"] == 7  # examples/mnist-7.png
+    elif spec.contract.kind == "audio":  # examples/speech.wav: two sentences between silences
+        assert len(answer["segments"]) == 2 and 0 < answer["speech_share"] < 1, answer
     else:
         assert math.isfinite(answer["prediction"])
 
