@@ -51,6 +51,13 @@ def worst_pass(spec, limits: Limits) -> np.ndarray:
         steps = -(-limits.max_audio_seconds * contract.sample_rate // contract.chunk)
         rows = max(1, limits.max_pass_cost // steps)
         return 0.1 * rng.standard_normal((rows, steps, contract.chunk + contract.context), dtype=np.float32)
+    if contract.kind == "recommendation":  # as many of the longest histories as a pass takes (history ids)
+        from handlers.codecs.recommendation import catalogue
+
+        rows, length = max(1, limits.max_pass_cost // limits.max_history_ids), limits.max_history_ids
+        batch = np.ones((rows, 3, length), np.int64)
+        batch[:, 0] = rng.integers(0, len(catalogue(contract.catalogue).ids), (rows, length))
+        return batch
     return rng.standard_normal((limits.max_pass_cost, len(contract.features)), dtype=np.float32)
 
 

@@ -14,15 +14,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bench import budgets, deployments, fairness, monitoring_cost, provenance, report, sections, speech, worst
+from bench import budgets, deployments, fairness, model_sections, monitoring_cost, provenance, report, sections, worst
 from bench.points import Point
 from training.files import write_text
 from tsforge.paths import ROOT
 
 PUBLISHED = ROOT / "bench" / "published" / "results.json"
 README = ROOT / "README.md"
-# What a run of one section (`tsforge bench --monitoring`, `--provenance`, `--speech`) holds.
-PARTS = ("monitoring", "provenance", "speech")
+# What a run of one section (`tsforge bench --monitoring`, `--provenance`, `--speech`, ...) holds.
+PARTS = ("monitoring", "provenance", *model_sections.SECTIONS)
 BLOCK = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench -->)", re.S)
 
 
@@ -50,7 +50,7 @@ def blocks(results: dict[str, Any]) -> dict[str, str]:
         "budgets": budgets.table(budget_costs),
         "monitoring": monitoring_cost.table(results.get("monitoring")),
         "provenance": provenance.table(results.get("provenance")),
-        "speech": speech.table(results.get("speech")),
+        **{name: model_sections.table(name, results.get(name)) for name in model_sections.SECTIONS},
         "deployments": deployments.table(chosen)
         if (chosen := [p for p in points if p.stage == "deployment"])
         else ["(the published run predates the deployment points: `make bench` measures them)"],
@@ -69,7 +69,7 @@ def render(readme: str, results: dict[str, Any]) -> str:
 
 def publish(run_dir: Path) -> Path:
     """Copy `run_dir`/results.json to bench/published/ and regenerate the README from it. A
-    `tsforge bench --monitoring`, `--provenance` or `--speech` run replaces only those figures of the
+    `tsforge bench --monitoring`, `--provenance`, `--speech` or `--recommendation` run replaces only those figures of the
     published run."""
     text = (run_dir / "results.json").read_text()
     results = json.loads(text)

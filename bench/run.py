@@ -25,11 +25,11 @@ from bench import (
     deployments,
     fairness,
     inprocess,
+    model_sections,
     monitoring_cost,
     preprocess,
     provenance,
     report,
-    speech,
     worst,
 )
 from bench.baselines import FLOOR
@@ -225,18 +225,17 @@ def ensure_tools() -> None:
         raise SystemExit("hey is missing: scripts/bootstrap.sh installs it (apt-get install hey)")
 
 
-def speech_alone(seconds: float, log) -> dict:
-    """The speech section's points and worst cases, measured for it alone."""
-    models = list(speech.SERVED)
-    points = [
-        inprocess.point(m, MODEL_STORE, b, seconds) for m in models for b in (1, SPECS[speech.MODEL].serving.batch_size)
-    ]
-    points += served("shipped", "shipped", models, (1, 8), seconds, log)
-    return speech.figures(points, worst.costs(MODEL_STORE, 3, (speech.MODEL,)), ARTIFACTS)
+def model_alone(name: str, seconds: float, log) -> dict:
+    """A model section's points and worst cases (bench.model_sections), measured for it alone."""
+    section = model_sections.SECTIONS[name]
+    batch = SPECS[section.model].serving.batch_size
+    points = [inprocess.point(m, MODEL_STORE, b, seconds) for m in section.served for b in (1, batch)]
+    points += served("shipped", "shipped", list(section.served), (1, 8), seconds, log)
+    return model_sections.figures(name, points, worst.costs(MODEL_STORE, 3, (section.model,)), ARTIFACTS)
 
 
 def section_only(name: str, out_root: Path = ROOT / "bench" / "results") -> Path:
-    """`tsforge bench --monitoring`, `--provenance` or `--speech`: that section alone (full-run settings),
+    """`tsforge bench --monitoring`, `--provenance`, `--speech` or `--recommendation`: that section alone (full-run settings),
     in its own results.json, which `--publish` merges into the published run."""
     started = time.time()
 
@@ -249,13 +248,12 @@ def section_only(name: str, out_root: Path = ROOT / "bench" / "results") -> Path
     module, measure = {
         "monitoring": (monitoring_cost, lambda: monitoring_cost.measure(10.0, monitoring_cost.ROUNDS, log)),
         "provenance": (provenance, lambda: provenance.measure(MODEL_STORE)),
-        "speech": (speech, lambda: speech_alone(10.0, log)),
-    }[name]
+    }.get(name) or (None, lambda: model_alone(name, 10.0, log))
     figures = measure()
     out = out_root / (time.strftime("%Y-%m-%d-%H%M%S") + f"-{name}")
     results = {"date": time.strftime("%Y-%m-%d"), "machine": report.machine(), "quick": False, name: figures}
     write_json(out / "results.json", results)
-    print("\n".join(module.table(figures)))
+    print("\n".join(module.table(figures) if module else model_sections.table(name, figures)))
     log(f"results: {out / 'results.json'}")
     return out
 
@@ -315,7 +313,7 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
         "budgets": [asdict(b) for b in budget_costs],
         "monitoring": monitoring,
         "provenance": provenance_figures,
-        "speech": speech.figures(points, costs, ARTIFACTS),
+        **{name: model_sections.figures(name, points, costs, ARTIFACTS) for name in model_sections.SECTIONS},
     }
     write_json(out / "results.json", results)
     report.write_report(

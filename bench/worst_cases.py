@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_diabetes
 
-from bench import worst_audio
+from bench import worst_audio, worst_recommendation
 from bench import worst_photos as photos
 from bench.image_bytes import PNG_MAGIC, chunk, flat_idat, save, square_png
 
@@ -322,6 +322,7 @@ def _all() -> tuple[WorstCase, ...]:
             ("photo_16bit_rgb", photos.MODEL, png, png_16bit_rgb(1024), "1024x1024 16-bit RGB + tRNS", 200),
             *photos.cases(),
             *worst_audio.cases(),
+            *worst_recommendation.cases(),
         ]
     )
 

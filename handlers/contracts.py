@@ -129,10 +129,30 @@ class AudioContract:
             raise ValueError(f"context ({self.context}) must be shorter than a chunk ({self.chunk})")
 
 
-CONTRACTS = {c.kind: c for c in (AudioContract, ImageContract, TabularContract, TextContract)}
-Contract = AudioContract | ImageContract | TabularContract | TextContract
+@dataclass(frozen=True)
+class RecommendationContract:
+    """Ids in (a known user, or the items someone has interacted with), the catalogue's top k
+    items out. The model's row is (3, L): item indices padded with the catalogue's size, whether
+    each is in the user's vector (the latest `window`), whether the answer excludes it; its output
+    (2, max_k) is the best scores and their item indices, an excluded item scored MASKED_SCORE."""
+
+    catalogue: str  # JSON: items in model order [id, title, training interactions], users' histories
+    window: int = 50
+    max_k: int = 100
+    default_k: int = 10
+    labels = None  # a ranking, not a classification
+    kind = "recommendation"
+    MASKED_SCORE = -1.0e9
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.default_k <= self.max_k or self.window < 1:
+            raise ValueError(f"need 1 <= default_k ({self.default_k}) <= max_k ({self.max_k}) and window >= 1")
+
+
+CONTRACTS = {c.kind: c for c in (AudioContract, ImageContract, RecommendationContract, TabularContract, TextContract)}
+Contract = AudioContract | ImageContract | RecommendationContract | TabularContract | TextContract
 # Contract fields that name a file: the archive ships the file and records its base name.
-FILE_FIELDS = ("tokenizer",)
+FILE_FIELDS = ("tokenizer", "catalogue")
 
 
 def to_yaml(contract: Contract) -> dict[str, Any]:

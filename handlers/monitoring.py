@@ -45,12 +45,13 @@ SMOOTHING = 0.5
 def task_of(contract: Any) -> str:
     if getattr(contract, "labels", None) is not None:
         return "classification"
-    return {"text": "embedding", "audio": "speech"}.get(contract.kind, "regression")
+    return {"text": "embedding", "audio": "speech", "recommendation": "ranking"}.get(contract.kind, "regression")
 
 
 def output_signals(outputs: np.ndarray, task: str, centroid: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per row: the predicted class and its probability, the regression value, the embedding's
-    cosine to the reference centroid, or a recording's mean speech probability."""
+    cosine to the reference centroid, a recording's mean speech probability, or a ranking's top
+    score."""
     if task == "classification":
         probs = softmax(outputs)
         return {"class": probs.argmax(1), "confidence": probs.max(1)}
@@ -59,6 +60,8 @@ def output_signals(outputs: np.ndarray, task: str, centroid: np.ndarray | None =
         return {"centroid_cosine": outputs @ centroid / np.maximum(norms, 1e-12)}
     if task == "speech":  # a recording's per-chunk speech probabilities: their mean
         return {"speech_probability": outputs.mean(1)}
+    if task == "ranking":  # a recommender's (scores, items) top k: how sure its first pick is
+        return {"top_score": outputs[:, 0, 0]}
     return {"prediction": outputs.reshape(len(outputs), -1)[:, 0]}
 
 

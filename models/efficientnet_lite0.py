@@ -24,8 +24,6 @@ add 17 more images (grayscale, RGB and RGBA; JPEG and PNG).
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import io
 import json
 import math
@@ -42,7 +40,7 @@ from handlers.codec import Limits
 from handlers.codecs.image import decode_image, normalised
 from handlers.contracts import ImageContract
 from training.data import Split, Splits
-from training.errors import WeightsError
+from training.pinned import package_file, verified
 from training.specs import ExportSettings, Gate, ModelSpec, ServingConfig
 
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
@@ -55,24 +53,6 @@ STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 
           (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))  # fmt: skip
 # Where the photos' packages keep them (found without importing the packages).
 PHOTO_FOLDERS = {"scikit-learn": ("sklearn", "datasets/images"), "scikit-image": ("skimage", "data")}
-
-
-def package_file(package: str, name: str) -> Path:
-    """A file inside an installed package, or a bare relative path when it is not installed."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return Path(name)
-    return Path(spec.submodule_search_locations[0]) / name
-
-
-def verified(path: Path, sha256: str, install: str) -> Path:
-    """`path`, refused unless its SHA-256 is the recorded one."""
-    if not path.is_absolute():
-        raise WeightsError(f"{install} is not installed: run `make setup` (scripts/bootstrap.sh)")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
-    if digest != sha256:
-        raise WeightsError(f"{path} has SHA-256 {digest}, not the recorded {sha256}: refusing to build")
-    return path
 
 
 @dataclass

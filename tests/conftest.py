@@ -49,6 +49,10 @@ def example(spec) -> tuple[bytes, str]:
 SERVED_PAIRS = [(name, runtime) for name, spec in SPECS.items() for runtime in spec.formats]
 
 
+# The recommender's example history (examples/movielens.json): movie ids.
+HISTORY = json.loads((EXAMPLES / "movielens.json").read_text())["history"]
+
+
 def row_shape(spec) -> tuple[int, ...]:
     """One input row's shape, from the model's contract (a text is one BYTES element)."""
     if spec.contract.kind == "text":
@@ -57,6 +61,8 @@ def row_shape(spec) -> tuple[int, ...]:
         return spec.contract.pixel_shape
     if spec.contract.kind == "audio":  # one recording of any length: a chunk's worth here
         return (spec.contract.chunk,)
+    if spec.contract.kind == "recommendation":  # a history of any length: the example's five ids
+        return (len(HISTORY),)
     return (len(spec.contract.features),)
 
 
@@ -71,6 +77,9 @@ def v2_request(spec, rows: int, request_id: str | None = None) -> tuple[bytes, d
     tensor, the protocol's extension that tritonclient uses by default."""
     if spec.contract.kind == "text":
         tensor = {"name": "text", "shape": [rows], "datatype": "BYTES", "data": [f"text {i}" for i in range(rows)]}
+    elif spec.contract.kind == "recommendation":  # item ids, not values: the example's history
+        data = np.asarray([HISTORY] * rows, np.int64)
+        tensor = {"name": "history", "shape": list(data.shape), "datatype": "INT64", "data": data.ravel().tolist()}
     else:
         data = np.full((protocol_rows(spec, rows), *row_shape(spec)), 0.25, np.float32)
         tensor = {"name": "x", "shape": list(data.shape), "datatype": "FP32", "data": data.ravel().tolist()}
@@ -86,6 +95,10 @@ def v2_request(spec, rows: int, request_id: str | None = None) -> tuple[bytes, d
 
 def same_answer(a: dict, b: dict, tolerance: float = 1e-5) -> bool:
     """Two answers to one input agree: the same label, values within `tolerance`."""
+    if isinstance(a, list):  # a recommender's top k: the same items in order, scores within tolerance
+        return [x["item"] for x in a] == [x["item"] for x in b] and all(
+            x["score"] == pytest.approx(y["score"], abs=max(tolerance, 1e-4)) for x, y in zip(a, b, strict=True)
+        )
     if "segments" in a:  # speech: the same segments (to the millisecond) and share
         return a["segments"] == b["segments"] and a["speech_share"] == pytest.approx(b["speech_share"], abs=1e-3)
     if "embedding" in a:
@@ -93,6 +106,14 @@ def same_answer(a: dict, b: dict, tolerance: float = 1e-5) -> bool:
     if "label" in a:
         return a["label"] == b["label"] and a["probabilities"] == pytest.approx(b["probabilities"], abs=tolerance)
     return a["prediction"] == pytest.approx(b["prediction"], abs=max(tolerance, 1e-4))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def derived_files() -> None:
+    """The files contracts name that a build derives from data (the recommender's catalogue),
+    written once: a codec test needs no build first."""
+    for spec in SPECS.values():
+        spec.make_files()
 
 
 @pytest.fixture(scope="session")

@@ -85,6 +85,11 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     assert {c["case"] for c in speech_figures["worst_cases"]} == {
         c.name for c in worst_cases() if c.model == "silero_vad"
     }
+    # The recommendation section: gates, HR/NDCG against popularity, points, its worst cases.
+    rec = data["recommendation"]
+    assert all(g["quality_value"] >= g["quality_threshold"] for g in rec["gates"])
+    assert rec["metrics"]["hr_at_10"] > rec["metrics"]["popularity_hr_at_10"]
+    assert {c["case"] for c in rec["worst_cases"]} == {c.name for c in worst_cases() if c.model == "movielens"}
     # Heavy beside light, per kind: nothing failed, the light request always answered.
     fair = {r["model"]: r for r in data["heavy_beside_light"]}
     assert set(fair) == {"digits", "diabetes", "minilm"}

@@ -171,6 +171,10 @@ def test_every_model_answers_through_the_gateway(deployment, archive):
             assert answer["label"] == 7  # examples/mnist-7.png
     elif spec.contract.kind == "audio":  # examples/speech.wav: two sentences between silences
         assert len(answer["segments"]) == 2 and 0 < answer["speech_share"] < 1, answer
+    elif spec.contract.kind == "recommendation":  # examples/movielens.json: ten unseen movies
+        history = json.loads(body)["history"]
+        assert len(answer) == 10 and all(a["title"] for a in answer), answer
+        assert not {a["item"] for a in answer} & set(history)
     else:
         assert math.isfinite(answer["prediction"])
 

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from models.registry import SPECS
+from tests.conftest import HISTORY
 from tsforge.deploy import containers
 from tsforge.packaging import build
 from tsforge.server import foreground, torchserve
@@ -86,6 +87,10 @@ def test_every_archive_declares_the_tensors_its_codec_answers(routes, served, bu
         tensor = tritonclient.http.InferInput(declared["name"], shape, declared["datatype"])
         if declared["datatype"] == "BYTES":
             tensor.set_data_from_numpy(np.array(["a text", "another"], dtype=object))
+        elif declared["datatype"] == "INT64":  # item ids: the example history, padded with -1
+            ids = np.full(shape, -1, np.int64)
+            ids[:, : len(HISTORY)] = HISTORY
+            tensor.set_data_from_numpy(ids)
         else:
             tensor.set_data_from_numpy(np.full(shape, 0.25, np.float32))
         asked = [tritonclient.http.InferRequestedOutput(o["name"]) for o in meta["outputs"]]  # optional ones too

@@ -37,7 +37,7 @@ def decoded(spec, inputs):
     return codec_for(spec.contract.kind).decode_request(payload, spec.contract, Limits(max_json_values=1 << 20))
 
 
-@pytest.mark.parametrize("model", ["wine", "digits", "efficientnet_lite0", "minilm"])
+@pytest.mark.parametrize("model", ["wine", "digits", "efficientnet_lite0", "minilm", "movielens"])
 def test_each_codecs_replay_inputs_decode_back_to_the_rows(model):
     spec = SPECS[model]
     rng = np.random.default_rng(0)
@@ -46,6 +46,9 @@ def test_each_codecs_replay_inputs_decode_back_to_the_rows(model):
     elif spec.contract.kind == "image":
         pixels = rng.random((2, *spec.contract.pixel_shape), dtype=np.float32)
         rows = decoded(spec, [{"name": "p", "shape": list(pixels.shape), "datatype": "FP32", "data": pixels}]).rows
+    elif spec.contract.kind == "recommendation":  # two histories of unequal length, padded with -1
+        ids = [[50, 172, 181, 174, 210], [1, 2, -1, -1, -1]]
+        rows = decoded(spec, [{"name": "h", "shape": [2, 5], "datatype": "INT64", "data": np.asarray(ids)}]).rows
     else:
         text = {"name": "t", "shape": [2], "datatype": "BYTES", "data": ["a short text", "Another, longer text here."]}
         rows = decoded(spec, [text]).rows

@@ -261,6 +261,8 @@ def run_gates(
     if fmt.cosine:
         parity = cosine_gate(eager, exported, splits.val, *fmt.cosine, run=run)
     else:
-        parity = parity_gate(eager, exported, splits.val, spec.classifier, fmt.tolerance, run=run)
+        parity = parity_gate(
+            eager, exported, splits.val, spec.classifier, fmt.tolerance, run=run, ranked=spec.export.ranked
+        )
     value = score(spec, run(exported, splits.test.x), splits.test.y)[spec.gate.metric]
     return [parity, quality_gate(spec.gate.metric, value, spec.gate.threshold, spec.gate.higher_is_better)]

@@ -93,6 +93,9 @@ class ExportSettings:
     # A model whose ONNX graph is assembled rather than exported (silero-vad: the wheel's own
     # step graph inside an ONNX Scan): writes the graph to the path it is given.
     onnx_graph: Callable[[Path], Path] | None = None
+    # Outputs are top-k (scores, ids) pairs (rows, 2, k): parity compares the scores, and the ids
+    # wherever the scores are not tied (training.gates.ranking_parity).
+    ranked: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,9 @@ class ModelSpec:
     # Where the weights, the network's code and the data come from, under which licences:
     # (what, source) pairs, written into the model card.
     provenance: tuple[tuple[str, str], ...] = ()
+    # Writes the files the contract names when they are derived from data (the recommender's
+    # catalogue of titles and users): run before the archive copies them.
+    make_files: Callable[[], Any] = lambda: None
 
     @property
     def classifier(self) -> bool:

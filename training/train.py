@@ -78,7 +78,9 @@ def evaluate(model: nn.Module, spec: ModelSpec, data: Split) -> dict[str, Any]:
     model.eval()
     if data.y is None:
         return {}
-    loss = {} if spec.custom_metrics else {"loss": spec.compute_loss(model, data.x, data.y).item()}
+    loss = (
+        {} if spec.custom_metrics and spec.loss is None else {"loss": spec.compute_loss(model, data.x, data.y).item()}
+    )
     return {**loss, **score(spec, spec.run(model, data.x), data.y)}
 
 

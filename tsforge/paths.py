@@ -15,3 +15,10 @@ LOG_CONFIG = Path(os.environ.get("TSFORGE_LOG_CONFIG", ROOT / "log4j2.xml"))
 RUN_DIR = Path(os.environ.get("TSFORGE_RUN_DIR", ROOT / ".serve"))
 HANDLERS = ROOT / "handlers"
 EXAMPLES = ROOT / "examples"
+
+
+def shown(path: Path) -> Path:
+    """`path` as messages show it: relative to the repository when inside it, else as it is
+    (TSFORGE_MODEL_STORE and TSFORGE_ARTIFACTS may point anywhere)."""
+    path = Path(path)
+    return path.relative_to(ROOT) if path.is_absolute() and path.is_relative_to(ROOT) else path

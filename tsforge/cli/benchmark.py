@@ -19,7 +19,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
         return
     from bench import run
 
-    section = next((name for name in ("monitoring", "provenance", "speech") if getattr(args, name)), None)
+    section = next(
+        (name for name in ("monitoring", "provenance", "speech", "recommendation") if getattr(args, name)), None
+    )
     if section:
         run.section_only(section)
         return

@@ -195,6 +195,9 @@ def other_verbs(sub) -> None:  # noqa: ANN001
     s.add_argument("--monitoring", action="store_true", help="only the monitoring cost (its own results.json)")
     s.add_argument("--provenance", action="store_true", help="only signing and verifying (its own results.json)")
     s.add_argument("--speech", action="store_true", help="only the speech model's gates, points and worst cases")
+    s.add_argument(
+        "--recommendation", action="store_true", help="only the recommender's gates, HR/NDCG, points and worst cases"
+    )
     s.set_defaults(verb=("benchmark", "cmd_bench"))
 
     s = sub.add_parser("monitor", help="drift, confidence, errors and traffic per model, from Prometheus")

@@ -11,7 +11,7 @@ from models.registry import SPECS, get_spec
 from training.export import FORMATS
 from tsforge.cli.serving import archives, print_server
 from tsforge.packaging import build
-from tsforge.paths import ARTIFACTS, EXAMPLES, MODEL_STORE, ROOT, RUN_DIR
+from tsforge.paths import ARTIFACTS, EXAMPLES, MODEL_STORE, RUN_DIR, shown
 from tsforge.server import client, torchserve, verify
 
 
@@ -45,7 +45,7 @@ def cmd_export(args: argparse.Namespace) -> None:
             path, gates = build.export_and_gate(spec, build.artifacts_dir(spec), runtime)
             for gate in gates:
                 print(f"{spec.name} ({runtime}): gate {gate.gate} passed: {gate.detail}")
-            print(f"{spec.name} ({runtime}): wrote {path.relative_to(ROOT)}")
+            print(f"{spec.name} ({runtime}): wrote {shown(path)}")
 
 
 def cmd_archive(args: argparse.Namespace) -> None:
@@ -54,7 +54,7 @@ def cmd_archive(args: argparse.Namespace) -> None:
             out_dir = build.artifacts_dir(spec)
             gates = build.load_gates(out_dir, runtime)
             path = build.archive_export(spec, out_dir, runtime, gates, MODEL_STORE, args.version)
-            print(f"{spec.name} ({runtime}): wrote {path.relative_to(ROOT)}")
+            print(f"{spec.name} ({runtime}): wrote {shown(path)}")
 
 
 def cmd_build(args: argparse.Namespace) -> list[str]:
@@ -74,7 +74,7 @@ def cmd_build(args: argparse.Namespace) -> list[str]:
                 runtime=runtime,
                 weights=weights,
             )
-            print(f"{spec.name} ({runtime}): {'built' if fresh else 'up to date'} {path.relative_to(ROOT)}")
+            print(f"{spec.name} ({runtime}): {'built' if fresh else 'up to date'} {shown(path)}")
             if fresh:
                 rebuilt.append(path.stem)
                 for gate in build.load_gates(ARTIFACTS / (args.archive_name or spec.name), runtime):
@@ -87,7 +87,7 @@ def curl_command(server: torchserve.Server, model: str, path: Path) -> str:
     key = "$(.venv/bin/tsforge serve key)"
     return (
         f'curl -s -H "Authorization: Bearer {key}" -H "Content-Type: {content_type}" '
-        f"--data-binary @{shlex.quote(str(path.relative_to(ROOT)))} {server.inference_url}/predictions/{model}"
+        f"--data-binary @{shlex.quote(str(shown(path)))} {server.inference_url}/predictions/{model}"
     )
 
 
@@ -118,7 +118,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
             if isinstance(answer, dict) and "embedding" in answer:  # 384 floats: show the first few
                 vector = answer["embedding"]
                 answer = {**answer, "embedding": [*vector[:4], f"... {len(vector)} floats"]}
-            print(f"\n{model} <- {path.relative_to(ROOT)}\n{client.pretty(answer)}")
+            print(f"\n{model} <- {shown(path)}\n{client.pretty(answer)}")
             print(f"again: {curl_command(server, model, path)}")
     print("\nEach archive's held-out sample, replayed live (`tsforge verify`):")
     verify.report(server.inference_url, MODEL_STORE, client.Client(server).key("inference"))

@@ -66,6 +66,7 @@ def _stage(spec: ModelSpec, card: dict[str, Any], stage: Path, entry: Path, repl
             target = extra / "handlers" / path.relative_to(HANDLERS)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, target)
+    spec.make_files()
     for field in contracts.FILE_FIELDS:  # files the contract names (a tokenizer) sit beside the model
         if hasattr(spec.contract, field):
             shutil.copy(getattr(spec.contract, field), extra / Path(getattr(spec.contract, field)).name)
