@@ -84,12 +84,17 @@ def time_split() -> tuple[dict[int, list[int]], dict[int, int], dict[int, int]]:
     )
 
 
+def interactions(train: dict[int, list[int]], items: int) -> np.ndarray:
+    """Training interactions per item index: the catalogue's popularity and the baseline's order."""
+    return np.bincount(np.concatenate([np.asarray(h) for h in train.values()]), minlength=items)
+
+
 def write_catalogue() -> Path:
     """The archive's catalogue: movies in model order (id, title, training interactions) and
     known users' training histories (movie ids, oldest first); what the codec reads."""
     movies, _ = movielens()
     train, _, _ = time_split()
-    counts = np.bincount(np.concatenate(list(map(np.asarray, train.values()))), minlength=len(movies))
+    counts = interactions(train, len(movies))
     ids = [m[0] for m in movies]
     write_json(
         CATALOGUE,
@@ -124,16 +129,14 @@ def splits(seed: int) -> Splits:
     """train: one row per training interaction after a user's first (its history so far -> it);
     val / test: per user, the history before the target, every seen item excluded. Targets are
     (item index, the popularity baseline's rank of it); the split is by time, not by `seed`."""
-    write_catalogue()
     movies, _ = movielens()
-    pad = len(movies)
     train, val, test = time_split()
     x, y = [], []
     for history in train.values():
         for t in range(1, len(history)):
             x.append(pack(history[max(0, t - WINDOW) : t], WINDOW, WINDOW, excluded=False))
             y.append((history[t], -1))
-    counts = np.bincount(np.concatenate(list(map(np.asarray, train.values()))), minlength=pad)
+    counts = interactions(train, len(movies))
 
     def held_out(histories: dict[int, list[int]], targets: dict[int, int]) -> Split:
         users = sorted(targets)

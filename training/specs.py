@@ -146,7 +146,8 @@ class ModelSpec:
     # (what, source) pairs, written into the model card.
     provenance: tuple[tuple[str, str], ...] = ()
     # Writes the files the contract names when they are derived from data (the recommender's
-    # catalogue of titles and users): run before the archive copies them.
+    # catalogue of titles and users): run before the codec first reads them (the gates' profile
+    # and replay) and before the archive copies them.
     make_files: Callable[[], Any] = lambda: None
 
     @property

@@ -94,6 +94,7 @@ def export_and_gate(spec: ModelSpec, out_dir: Path, runtime: str = "torchscript"
     results = run_gates(spec, eager, exported, splits, fmt)
     write_json(target / GATES, [r.to_dict() for r in results])
     enforce(results)
+    spec.make_files()  # the profile and the replay read the contract's files through the codec
     write_json(target / PROFILE, reference_profile(spec, exported, splits.test))
     check = check_of(fmt.tolerance, fmt.cosine)
     write_json(target / REPLAY, replay_sample(spec, exported, splits.test, fmt.served_name(spec.name), check))
