@@ -49,6 +49,15 @@ def example(spec) -> tuple[bytes, str]:
 SERVED_PAIRS = [(name, runtime) for name, spec in SPECS.items() for runtime in spec.formats]
 
 
+def served_name(model: str, runtime: str) -> str:
+    """What `runtime`'s archive of `model` is served as (the plain name is the shipped runtime's)."""
+    return build.served_name(SPECS[model], runtime)
+
+
+# Served name -> its runtime: digits-torchscript -> torchscript.
+RUNTIME_OF = {served_name(model, runtime): runtime for model, runtime in SERVED_PAIRS}
+
+
 # The recommender's example history (examples/movielens.json): movie ids.
 HISTORY = json.loads((EXAMPLES / "movielens.json").read_text())["history"]
 

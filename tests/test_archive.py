@@ -12,7 +12,7 @@ from handlers import contracts
 from models.registry import SPECS
 from tests.conftest import SERVED_PAIRS
 from training.export import FORMATS
-from tsforge.packaging import archive
+from tsforge.packaging import archive, build
 
 DIABETES = SPECS["diabetes"]
 KINDS = {spec.contract.kind for spec in SPECS.values()} | set(contracts.CONTRACTS)
@@ -21,7 +21,7 @@ KINDS = {spec.contract.kind for spec in SPECS.values()} | set(contracts.CONTRACT
 @pytest.mark.parametrize("model, runtime", SERVED_PAIRS)
 def test_archive_holds_model_handler_package_config_and_card(built, model, runtime):
     fmt, spec, handler = FORMATS[runtime], SPECS[model], "handler.py"
-    name, serialized = fmt.served_name(model), f"{model}{fmt.shipped_suffix}"
+    name, serialized = build.served_name(SPECS[model], fmt.name), f"{model}{fmt.shipped_suffix}"
     kind = spec.contract.kind
     with zipfile.ZipFile(built.archive(name)) as z:
         names = set(z.namelist())
@@ -70,7 +70,7 @@ def test_archive_holds_model_handler_package_config_and_card(built, model, runti
 
 def test_both_formats_come_from_one_training_run(built):
     for model in SPECS:
-        names = [FORMATS[fmt].served_name(model) for fmt in SPECS[model].formats]
+        names = [build.served_name(SPECS[model], fmt) for fmt in SPECS[model].formats]
         cards = [json.loads(zipfile.ZipFile(built.archive(n)).read("model_card.json")) for n in names]
         assert cards[0]["metrics"] == cards[1]["metrics"] and cards[0]["best_epoch"] == cards[1]["best_epoch"]
 
@@ -94,7 +94,7 @@ def test_a_failed_archiver_run_leaves_no_partial_archive(built, tmp_path, monkey
 def test_build_skips_an_archive_that_is_up_to_date(built, runtime):
     from tsforge.packaging import build
 
-    target = built.archive(FORMATS[runtime].served_name("diabetes"))
+    target = built.archive(build.served_name(SPECS["diabetes"], runtime))
     before = target.stat().st_mtime_ns
     path, rebuilt = build.build(DIABETES, store=built.store, artifacts=built.artifacts, progress=False, runtime=runtime)
     assert (path, rebuilt) == (target, False)

@@ -23,17 +23,18 @@ from bench.worst_audio import encoded
 from bench.worst_cases import worst_cases
 from models import silero_vad
 from models.silero_vad_eval.generate import generate
+from tests.conftest import RUNTIME_OF, served_name
 from tsforge.paths import EXAMPLES
 
 pytestmark = pytest.mark.integration
 
-MODELS = ("silero_vad", "silero_vad-onnx")
+MODELS = (served_name("silero_vad", "torchscript"), served_name("silero_vad", "onnx"))
 SPEECH = (EXAMPLES / "speech.wav").read_bytes()
 # Per chunk probability, a request alone against the same request in a batch: ONNX Runtime's
 # Scan runs rows independently (identical); TorchScript's oneDNN picks kernels by batch size
 # (measured up to 4.4e-5 in process, tests/test_audio.py).
 # The JSON answer rounds to 4 decimals, so a difference under 1e-4 shows as at most one unit.
-SAME_PROBABILITY = {"silero_vad": 1e-4 + 1e-9, "silero_vad-onnx": 1e-9}
+SAME_PROBABILITY = {"torchscript": 1e-4 + 1e-9, "onnx": 1e-9}
 # What each refused worst case must answer (bench/worst_audio.py).
 REFUSALS = {"audio_wav_claims_10h": "audio_too_long", "audio_flac_claims_10h": "audio_too_long",
             "audio_8ch_384k": "unsupported_sample_rate", "audio_flac_bomb": "audio_too_large",
@@ -105,7 +106,7 @@ def test_the_quality_gate_holds_on_served_answers(served, built, generated, mode
         truth = silero_vad.frame_labels(meta["speech"], steps) == 1
         tp, fp, fn = tp + (predicted & truth).sum(), fp + (predicted & ~truth).sum(), fn + (~predicted & truth).sum()
     f1 = 2 * tp / (2 * tp + fp + fn)
-    runtime = "onnx" if model.endswith("-onnx") else "torchscript"
+    runtime = RUNTIME_OF[model]
     gates = json.loads((built.exported("silero_vad", runtime).parent / "gates.json").read_text())
     built_f1 = next(g["value"] for g in gates if g["gate"] == "quality")
     assert f1 >= silero_vad.SPEC.gate.threshold
@@ -133,7 +134,7 @@ def test_a_recording_gets_the_same_answer_alone_and_batched_with_others(served, 
         got = {name: future.result() for name, future in futures.items()}
         for name in names:
             a, b = np.asarray(got[name]["probabilities"]), np.asarray(alone[name]["probabilities"])
-            assert a.shape == b.shape and np.abs(a - b).max() <= SAME_PROBABILITY[model], name
+            assert a.shape == b.shape and np.abs(a - b).max() <= SAME_PROBABILITY[RUNTIME_OF[model]], name
             assert got[name]["segments"] == alone[name]["segments"], name
     with open(served.log_file, "rb") as f:
         f.seek(offset)

@@ -190,13 +190,13 @@ def test_tritonclient_with_its_defaults_through_the_gateway(deployment):
     assert client.is_server_live(headers=headers) and client.is_server_ready(headers=headers)
     for archive in build.SERVED:
         assert client.is_model_ready(archive, headers=headers), archive
-    meta = client.get_model_metadata("minilm-onnx", headers=headers)
+    meta = client.get_model_metadata(build.served_name(SPECS["minilm"], "onnx"), headers=headers)
     assert meta["platform"] == "onnxruntime_onnx" and meta["inputs"] == [
         {"name": "text", "datatype": "BYTES", "shape": [-1]}
     ]
     texts = triton.InferInput("text", [2], "BYTES")
     texts.set_data_from_numpy(np.array(["The cat sat on the mat.", "A feline rested on the rug."], dtype=object))
-    vectors = client.infer("minilm-onnx", [texts], headers=headers).as_numpy("embedding")
+    vectors = client.infer(build.served_name(SPECS["minilm"], "onnx"), [texts], headers=headers).as_numpy("embedding")
     assert vectors.shape == (2, 384) and float(vectors[0] @ vectors[1]) > 0.4
     pixels = triton.InferInput("pixels", [1, 28, 28], "FP32")
     pixels.set_data_from_numpy(np.zeros((1, 28, 28), np.float32))

@@ -19,7 +19,7 @@ from handlers.codecs import image as image_codec
 from handlers.handler import Handler
 from models.registry import SPECS
 from tests.conftest import SERVED_PAIRS, example, protocol_rows, same_answer, v2_request
-from training.export import FORMATS
+from tsforge.packaging import build
 from tsforge.paths import EXAMPLES
 
 RUNTIMES = ["torchscript", "onnx"]  # the formats digits and diabetes declare
@@ -44,7 +44,7 @@ def run(handler, ctx, batch, headers=None):
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_digits_batch_answers_each_image_like_the_model_alone(built, tmp_path, runtime):
-    handler, ctx = load(built, FORMATS[runtime].served_name("digits"), tmp_path)
+    handler, ctx = load(built, build.served_name(SPECS["digits"], runtime), tmp_path)
     assert handler.runtime.name == runtime
     bodies = [(EXAMPLES / f"mnist-{i}.png").read_bytes() for i in range(10)]
     answers, statuses = run(handler, ctx, [{"body": b} for b in bodies])
@@ -61,7 +61,7 @@ def test_digits_batch_answers_each_image_like_the_model_alone(built, tmp_path, r
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_one_bad_request_gets_its_own_4xx_and_the_rest_of_the_batch_succeeds(built, tmp_path, runtime):
-    handler, ctx = load(built, FORMATS[runtime].served_name("diabetes"), tmp_path)
+    handler, ctx = load(built, build.served_name(SPECS["diabetes"], runtime), tmp_path)
     good = (EXAMPLES / "diabetes.json").read_bytes()
     batch = [{"body": good}, {"body": b'{"features": [1, 2]}'}, {"body": json.loads(good)}, {"body": b""}]
     answers, statuses = run(handler, ctx, batch)
@@ -75,7 +75,7 @@ def test_one_bad_request_gets_its_own_4xx_and_the_rest_of_the_batch_succeeds(bui
 def test_a_forward_pass_that_fails_on_one_request_fails_only_that_request(built, tmp_path, runtime, caplog):
     """The model raises whenever one crafted row is in its input: the pass is split until that
     request runs alone, every other request is answered as alone, and the 500 names no internals."""
-    handler, ctx = load(built, FORMATS[runtime].served_name("diabetes"), tmp_path)
+    handler, ctx = load(built, build.served_name(SPECS["diabetes"], runtime), tmp_path)
     doc = json.loads((EXAMPLES / "diabetes.json").read_text())
     poison = {"features": [0.123] * len(doc["features"])}
     model = handler.runtime
@@ -104,7 +104,7 @@ def test_a_forward_pass_that_fails_on_one_request_fails_only_that_request(built,
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_random_batches_with_bad_requests_interleaved_answer_each_good_one_as_alone(built, tmp_path, runtime):
     """Property-style: whatever the mix and order, a good request's answer is its answer alone."""
-    handler, ctx = load(built, FORMATS[runtime].served_name("digits"), tmp_path)
+    handler, ctx = load(built, build.served_name(SPECS["digits"], runtime), tmp_path)
     images = [(EXAMPLES / f"mnist-{i}.png").read_bytes() for i in range(10)]
     good = [{"body": b} for b in images] + [
         {"body": json.dumps({"image": base64.b64encode(images[3]).decode()}).encode()},
@@ -129,7 +129,7 @@ def test_random_batches_with_bad_requests_interleaved_answer_each_good_one_as_al
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_rows_and_v2_requests_share_a_batch_with_single_ones(built, tmp_path, runtime):
-    handler, ctx = load(built, FORMATS[runtime].served_name("diabetes"), tmp_path)
+    handler, ctx = load(built, build.served_name(SPECS["diabetes"], runtime), tmp_path)
     doc = json.loads((EXAMPLES / "diabetes.json").read_text())
     single = run(handler, ctx, [{"body": doc}])[0][0]["prediction"]
     v2 = {"inputs": [{"name": "x", "shape": [2, 10], "datatype": "FP64", "data": doc["features"] * 2}]}
@@ -150,7 +150,7 @@ def test_the_content_type_comes_from_torchserve_request_headers(built, tmp_path)
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_describe_returns_the_model_card_only_to_the_management_key(built, tmp_path, runtime, monkeypatch):
-    name = FORMATS[runtime].served_name("digits")
+    name = build.served_name(SPECS["digits"], runtime)
     handler, ctx = load(built, name, tmp_path)
     key_file = tmp_path / "key_file.json"
     key_file.write_text(json.dumps({"management": {"key": "m-key"}, "inference": {"key": "i-key"}}))
@@ -178,7 +178,7 @@ def test_every_model_answers_its_example_alone_in_a_batch_and_over_the_protocol(
     """Every registered model: its example, three copies in a batch with a bad request, and an
     Open Inference Protocol tensor of its row shape, each answered in the right form."""
     spec = SPECS[name]
-    handler, ctx = load(built, FORMATS[runtime].served_name(name), tmp_path)
+    handler, ctx = load(built, build.served_name(SPECS[name], runtime), tmp_path)
     body, media = example(spec)
     headers = {"body": {"content-type": media}}
     (alone,), (status,) = run(handler, ctx, [{"body": body}], [headers])
@@ -193,7 +193,7 @@ def test_every_model_answers_its_example_alone_in_a_batch_and_over_the_protocol(
         assert same_answer(other, answers[0])
     body, v2_headers = v2_request(spec, 2, "t")
     (out,), (status,) = run(handler, ctx, [{"body": body}], [{k.lower(): v for k, v in v2_headers.items()}])
-    assert status == 200 and out["model_name"] == FORMATS[runtime].served_name(name) and out["id"] == "t"
+    assert status == 200 and out["model_name"] == build.served_name(SPECS[name], runtime) and out["id"] == "t"
     rows = protocol_rows(spec, 2)
     expected = {o["name"]: o["shape"] for o in codec_for(spec.contract.kind).oip_metadata(spec.contract)["outputs"]}
     assert set(expected) >= {o["name"] for o in out["outputs"]} and out["outputs"]

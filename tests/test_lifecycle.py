@@ -98,9 +98,10 @@ def test_register_list_describe_scale_and_predict(server):
     )
     assert {m["modelName"] for m in c.list()} >= {"diabetes"}
     (desc,) = c.describe("diabetes")
-    assert (desc["batchSize"], desc["maxBatchDelay"], len(desc["workers"])) == (4, 10, 1)
-    c.scale("diabetes", 2)
-    assert len(c.describe("diabetes")[0]["workers"]) == 2
+    workers = SPECS["diabetes"].serving.workers  # the archive's minWorkers
+    assert (desc["batchSize"], desc["maxBatchDelay"], len(desc["workers"])) == (4, 10, workers)
+    c.scale("diabetes", workers + 1)
+    assert len(c.describe("diabetes")[0]["workers"]) == workers + 1
     assert "prediction" in c.predict_file("diabetes", EXAMPLES / "diabetes.json")
     with pytest.raises(ServerError, match="HTTP 404 ModelNotFoundException"):
         c.describe("no-such-model")

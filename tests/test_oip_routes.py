@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from models.registry import SPECS
-from tests.conftest import HISTORY
+from tests.conftest import HISTORY, served_name
 from tsforge.deploy import containers
 from tsforge.packaging import build
 from tsforge.server import foreground, torchserve
@@ -53,14 +53,15 @@ def test_tritonclient_reads_health_and_server_metadata(routes, served):
 
 def test_model_metadata_is_the_contract_and_the_runtime_of_each_archive(routes, served):
     client = triton(routes)
-    digits = client.get_model_metadata("digits", headers=served.headers())
-    assert digits["name"] == "digits" and digits["platform"] == "pytorch_libtorch"
+    name = served_name("digits", "torchscript")
+    digits = client.get_model_metadata(name, headers=served.headers())
+    assert digits["name"] == name and digits["platform"] == "pytorch_libtorch"
     assert digits["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 28, 28]}]
     assert digits["outputs"] == [
         {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
         {"name": "label", "datatype": "INT64", "shape": [-1]},
     ]
-    text = client.get_model_metadata("minilm-onnx", headers=served.headers())
+    text = client.get_model_metadata(served_name("minilm", "onnx"), headers=served.headers())
     assert text["platform"] == "onnxruntime_onnx"
     assert text["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     assert text["outputs"] == [{"name": "embedding", "datatype": "FP32", "shape": [-1, 384]}]

@@ -18,11 +18,12 @@ from bench.worst_cases import worst_cases
 from bench.worst_recommendation import REFUSED
 from handlers.codecs import recommendation as codec
 from models import movielens
+from tests.conftest import served_name
 from tsforge.paths import EXAMPLES
 
 pytestmark = pytest.mark.integration
 
-MODELS = ("movielens", "movielens-onnx")
+MODELS = (served_name("movielens", "torchscript"), served_name("movielens", "onnx"))
 EXAMPLE = json.loads((EXAMPLES / "movielens.json").read_text())
 ASKS_PER_REQUEST = 16  # held-out histories per request: well within max_json_values
 

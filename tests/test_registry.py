@@ -75,11 +75,12 @@ def test_weights_trained_elsewhere_are_packaged_with_the_same_gates(built, tmp_p
     store, artifacts = tmp_path / "store", tmp_path / "artifacts"
     path, rebuilt = build.build(spec, store=store, artifacts=artifacts, progress=False, weights=weights)
     assert rebuilt and path == store / "diabetes.mar"
-    gates = build.load_gates(artifacts / "diabetes", "torchscript")
+    shipped = spec.formats[0]  # what build() builds by default
+    gates = build.load_gates(artifacts / "diabetes", shipped)
     assert [g.gate for g in gates] == ["parity", "quality"] and all(g.passed for g in gates)
-    card = build.model_card(spec, artifacts / "diabetes", "1.0", "torchscript", gates)
+    card = build.model_card(spec, artifacts / "diabetes", "1.0", shipped, gates)
     assert card["train_config"] is None and card["best_epoch"] == 0
-    ours = build.model_card(spec, built.artifacts / "diabetes", "1.0", "torchscript", gates)
+    ours = build.model_card(spec, built.artifacts / "diabetes", "1.0", shipped, gates)
     assert card["metrics"]["test"]["r2"] == pytest.approx(ours["metrics"]["test"]["r2"], abs=1e-6)
     assert build.build(spec, store=store, artifacts=artifacts, progress=False, weights=weights)[1] is False
 

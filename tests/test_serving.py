@@ -36,7 +36,7 @@ def test_every_model_answers_its_example_in_both_runtimes_and_over_the_protocol(
     spec = SPECS[name]
     body, media = example(spec)
     answers = []
-    for served_name in (FORMATS[fmt].served_name(name) for fmt in ("torchscript", "onnx")):
+    for served_name in (build.served_name(SPECS[name], fmt) for fmt in ("torchscript", "onnx")):
         r = requests.post(
             f"{served.inference_url}/predictions/{served_name}",
             data=body,

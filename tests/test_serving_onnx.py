@@ -8,6 +8,7 @@ import requests
 
 from models.registry import SPECS
 from training.export import FORMATS
+from tsforge.packaging import build
 from tsforge.paths import EXAMPLES
 
 DIGITS, DIABETES = SPECS["digits"], SPECS["diabetes"]
@@ -20,7 +21,7 @@ TOLERANCE = FORMATS["onnx"].tolerance
 def both(served, model, body, content_type="application/json", route="predictions/{}"):
     """The same request to `model` (TorchScript) and `model`-onnx: (status, json) for each."""
     answers = []
-    for name in (model, FORMATS["onnx"].served_name(model)):
+    for name in (model, build.served_name(SPECS[model], "onnx")):
         r = requests.post(
             f"{served.inference_url}/{route.format(name)}",
             data=body,

@@ -18,6 +18,7 @@ from handlers import runtime as runtimes
 from handlers.codec import Limits, Payload
 from handlers.codecs import image as codec
 from models.registry import SPECS
+from tests.conftest import RUNTIME_OF, served_name
 from tsforge.paths import EXAMPLES
 
 pytestmark = pytest.mark.integration
@@ -37,7 +38,7 @@ def post(served, model, **kwargs):
     return r.json()
 
 
-@pytest.mark.parametrize("model", ["efficientnet_lite0", "efficientnet_lite0-onnx"])
+@pytest.mark.parametrize("model", [served_name("efficientnet_lite0", r) for r in ("torchscript", "onnx")])
 def test_every_body_form_of_one_photo_gets_the_same_answer(served, built, model):
     photo = Image.open(PHOTO)
     jpeg = PHOTO.read_bytes()
@@ -47,7 +48,7 @@ def test_every_body_form_of_one_photo_gets_the_same_answer(served, built, model)
     photo.save(webp, "WEBP", lossless=True)
     auth = served.headers()
     reference = post(served, model, data=jpeg, headers={**auth, "Content-Type": "image/jpeg"})
-    runtime = "onnx" if model.endswith("onnx") else "torchscript"
+    runtime = RUNTIME_OF[model]
     run = runtimes.load(str(built.exported("efficientnet_lite0", runtime)), torch.device("cpu"), threads=1)
     rows = codec.decode_request(Payload(jpeg, "image/jpeg"), SPEC.contract, codec_limits()).rows
     alone = codec.encode_outputs(

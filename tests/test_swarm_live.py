@@ -44,10 +44,11 @@ DRIFT_RULES = rules.Thresholds(window="30s", hold="0s", min_rows=50, min_request
 def archives(root: Path, version: str) -> Path:
     """A model store holding digits at `version` (the gated export, archived again)."""
     spec = SPECS["digits"]
-    build.build(spec, runtime="torchscript")
+    shipped = spec.formats[0]  # served as plain `digits`
+    build.build(spec, runtime=shipped)
     out = build.artifacts_dir(spec)
     store = root / version
-    build.archive_export(spec, out, "torchscript", build.load_gates(out, "torchscript"), store, version)
+    build.archive_export(spec, out, shipped, build.load_gates(out, shipped), store, version)
     return store
 
 

@@ -11,7 +11,6 @@ from handlers.codecs import text as text_codec
 from handlers.handler import Handler
 from models.registry import SPECS
 from tests.test_handler_inprocess import load, run
-from training.export import FORMATS
 from training.weights import WeightsError
 from tsforge.packaging import build
 
@@ -76,7 +75,7 @@ def test_a_requests_answer_never_depends_on_its_batchmates(built, tmp_path, runt
     """Each request alone, then inside batches with long texts in every order: the same answer,
     within float32 rounding (cosine >= 0.99999), int8 included: its activation scales are fixed
     at build time, where dynamic quantization moved a text by its batchmates (cosine 0.988)."""
-    handler, ctx = load(built, FORMATS[runtime].served_name("minilm"), tmp_path)
+    handler, ctx = load(built, build.served_name(SPECS["minilm"], runtime), tmp_path)
     assert isinstance(handler, Handler)
     requests = [
         {"text": "Short one."},
@@ -123,7 +122,7 @@ def test_tritons_own_http_client_gets_embeddings_from_every_text_archive(served,
         texts.set_data_from_numpy(pair, binary_data=False)
         outputs = [triton.InferRequestedOutput("embedding", binary_data=False)]
     for runtime in SPEC.formats:
-        name = FORMATS[runtime].served_name("minilm")
+        name = build.served_name(SPECS["minilm"], runtime)
         answer = client.infer(name, [texts], outputs=outputs, headers=served.headers())
         vectors = answer.as_numpy("embedding")
         assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)

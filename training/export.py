@@ -188,7 +188,6 @@ def calibration_rows(spec: ModelSpec, splits: Splits) -> list[np.ndarray]:
 @dataclass(frozen=True)
 class ExportFormat:
     name: str
-    suffix: str  # of the archive and served model names ("" for the default format)
     file_suffix: str  # of the exporter's file
     shipped_suffix: str  # of the file the archive ships, which the export function returns
     export: Callable[[nn.Module, Path, torch.Tensor], Path]
@@ -202,20 +201,16 @@ class ExportFormat:
     # The export takes calibration rows (static quantization's activation scales).
     calibrated: bool = False
 
-    def served_name(self, base: str) -> str:
-        return f"{base}{self.suffix}"
-
 
 FORMATS: dict[str, ExportFormat] = {
-    "torchscript": ExportFormat("torchscript", "", ".pt", ".pt", export_torchscript, 1e-5, ("torch",)),
+    "torchscript": ExportFormat("torchscript", ".pt", ".pt", export_torchscript, 1e-5, ("torch",)),
     "onnx": ExportFormat(
-        "onnx", "-onnx", ".onnx", OPTIMISED_SUFFIX, export_onnx, 1e-4, ("torch", "onnx", "onnxscript", "onnxruntime")
+        "onnx", ".onnx", OPTIMISED_SUFFIX, export_onnx, 1e-4, ("torch", "onnx", "onnxscript", "onnxruntime")
     ),
     # Only for models that declare it (ModelSpec.formats): a quantized graph is held to cosine
     # similarity with eager, mean >= 0.99 and every row >= 0.97.
     "int8": ExportFormat(
         "int8",
-        "-int8",
         ".onnx",
         INT8_SUFFIX,
         export_int8,

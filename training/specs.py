@@ -120,7 +120,8 @@ class ModelSpec:
     gate: Gate
     serving: ServingConfig
     example: str  # a request body in examples/, sent by the demo, the benchmark and the tests
-    # Export formats (training.export.FORMATS), each its own archive: <name>, <name>-onnx, ...
+    # Export formats (training.export.FORMATS), each its own archive; the first is served under the
+    # plain name (<name>, <name>-torchscript, ...): models/tuned.json reorders them (models.registry).
     formats: tuple[str, ...] = ("torchscript", "onnx")
     train: TrainConfig | None = None
     weights: Callable[[], Path] | None = None  # a state_dict checkpoint or safetensors file

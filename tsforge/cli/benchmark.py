@@ -17,11 +17,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
         print(f"published {publish.publish(Path(args.publish))}; README's generated blocks rewritten")
         return
-    from bench import run
+    from bench import publish, run
 
-    section = next(
-        (name for name in ("monitoring", "provenance", "speech", "recommendation") if getattr(args, name)), None
-    )
+    section = next((name for name in publish.PARTS if getattr(args, name)), None)
     if section:
         run.section_only(section)
         return

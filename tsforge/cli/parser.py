@@ -2,11 +2,11 @@
 
 tsforge train    --model digits      # fit, checkpoint, metrics.json, curves.png
 tsforge export   --model digits      # TorchScript and ONNX, each with parity and quality gates
-tsforge archive  --model digits      # model_store/digits.mar and digits-onnx.mar
+tsforge archive  --model digits      # model_store/digits.mar (shipped runtime), digits-torchscript.mar
 tsforge build    --model all         # the three above, skipped when up to date
                  --runtime onnx      # (export, archive, build) one format only
 tsforge serve start|stop|status|key  # TorchServe on config.properties
-tsforge predict  --model digits-onnx examples/mnist-7.png
+tsforge predict  --model digits-torchscript examples/mnist-7.png
 tsforge verify   [URL]               # each archive's held-out sample replayed live, compared
 tsforge demo                         # all of it, then one request per model
 tsforge docker build|wait|models     # images without a registry; compose health; archives baked in
@@ -90,8 +90,8 @@ def road_verbs(sub) -> None:  # noqa: ANN001 (argparse's private _SubParsersActi
         choices=RUNTIMES,
         default="all",
         metavar="RUNTIME",
-        help="export format and serving runtime, one of %(choices)s: TorchScript (<name>.mar), ONNX Runtime "
-        "(<name>-onnx.mar), ...",
+        help="export format and serving runtime, one of %(choices)s: the shipped one (models/tuned.json) is "
+        "<name>.mar, the others <name>-<runtime>.mar",
     )
 
     s = sub.add_parser("train", help="train a model and save its best checkpoint")
@@ -180,7 +180,7 @@ def serving_verbs(sub) -> None:  # noqa: ANN001
     s.add_argument(
         "--store", default=str(MODEL_STORE), help="the archives whose samples to replay (default: model_store/)"
     )
-    s.add_argument("--model", action="append", help="only this served model, e.g. digits-onnx (repeatable)")
+    s.add_argument("--model", action="append", help="only this served model, e.g. digits-torchscript (repeatable)")
     s.add_argument("--inference-key", help="default: the local TorchServe's key_file.json")
     s.set_defaults(verb=("serving", "cmd_verify"))
 
@@ -194,6 +194,8 @@ def other_verbs(sub) -> None:  # noqa: ANN001
     )  # fmt: skip
     s.add_argument("--monitoring", action="store_true", help="only the monitoring cost (its own results.json)")
     s.add_argument("--provenance", action="store_true", help="only signing and verifying (its own results.json)")
+    s.add_argument("--tune", dest="tuning", action="store_true", help="each model's and LitServe's settings by "
+                   "sweep; writes models/tuned.json, which the next build ships")  # fmt: skip
     s.add_argument("--speech", action="store_true", help="only the speech model's gates, points and worst cases")
     s.add_argument(
         "--recommendation", action="store_true", help="only the recommender's gates, HR/NDCG, points and worst cases"

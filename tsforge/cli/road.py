@@ -8,7 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from models.registry import SPECS, get_spec
-from training.export import FORMATS
 from tsforge.cli.serving import archives, print_server
 from tsforge.packaging import build
 from tsforge.paths import ARTIFACTS, EXAMPLES, MODEL_STORE, RUN_DIR, shown
@@ -111,9 +110,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
     else:
         server = torchserve.start(archives())
     print_server(server)
-    for name, spec in SPECS.items():
+    for spec in SPECS.values():
         path = EXAMPLES / spec.example
-        for model in (FORMATS[fmt].served_name(name) for fmt in spec.formats):
+        for model in (build.served_name(spec, fmt) for fmt in spec.formats):
             answer = client.Client(server).predict_file(model, path)
             if isinstance(answer, dict) and "embedding" in answer:  # 384 floats: show the first few
                 vector = answer["embedding"]

@@ -90,7 +90,7 @@ def build_archive(
 ) -> Path:
     """Run torch-model-archiver and move the result into `store` atomically.
 
-    The model is named `model_name` (default `spec.name`; `digits-onnx` for the ONNX export)
+    The model is named `model_name` (default `spec.name`; `digits-torchscript` for a runtime the model does not ship)
     inside; `archive_name` only names the file, so a second version (digits-v2.mar, version
     2.0) registers as another version of `digits`. `handler` is the entry point (tests pass
     their own subclass of Handler). `replay` is the held-out sample `tsforge verify` replays

@@ -3,7 +3,7 @@
 Each step is its own function (the CLI has a verb for each); `build` chains them and skips
 the whole road when the archive was built from the same sources and settings. One training
 run serves both export formats (TorchScript and ONNX): each has its own folder, gates and
-archive (digits.mar, digits-onnx.mar).
+archive (digits.mar for the runtime the model ships, digits-torchscript.mar).
 """
 
 from __future__ import annotations
@@ -37,10 +37,20 @@ from tsforge.paths import ARTIFACTS, MODEL_STORE, ROOT
 GATES = "gates.json"
 PROFILE = "profile.json"
 BUILD_STAMP = "build.json"
-# Every name a model is served under, one per format: digits, digits-onnx, diabetes, ...
-SERVED = [FORMATS[fmt].served_name(name) for name, spec in SPECS.items() for fmt in spec.formats]
-# Served name -> the model behind it: digits-onnx -> digits.
-MODEL_OF = {FORMATS[fmt].served_name(name): name for name, spec in SPECS.items() for fmt in spec.formats}
+
+
+def served_name(spec: ModelSpec, runtime: str, base: str | None = None) -> str:
+    """The name `runtime`'s archive of `spec` is served under: the plain name (`base`, default
+    the model's) for the shipped runtime, the first of `spec.formats` (the one the sweep chose,
+    models/tuned.json), and `<name>-<runtime>` for the others (digits-torchscript, minilm-int8)."""
+    base = base or spec.name
+    return base if runtime == spec.formats[0] else f"{base}-{runtime}"
+
+
+# Every name a model is served under, one per format: digits, digits-torchscript, diabetes, ...
+SERVED = [served_name(spec, fmt) for spec in SPECS.values() for fmt in spec.formats]
+# Served name -> the model behind it: digits-torchscript -> digits.
+MODEL_OF = {served_name(spec, fmt): name for name, spec in SPECS.items() for fmt in spec.formats}
 
 
 def train_sources(spec: ModelSpec) -> list[Path]:
@@ -97,7 +107,7 @@ def export_and_gate(spec: ModelSpec, out_dir: Path, runtime: str = "torchscript"
     spec.make_files()  # the profile and the replay read the contract's files through the codec
     write_json(target / PROFILE, reference_profile(spec, exported, splits.test))
     check = check_of(fmt.tolerance, fmt.cosine)
-    write_json(target / REPLAY, replay_sample(spec, exported, splits.test, fmt.served_name(spec.name), check))
+    write_json(target / REPLAY, replay_sample(spec, exported, splits.test, served_name(spec, fmt.name), check))
     return path, results
 
 
@@ -110,7 +120,7 @@ def model_card(spec: ModelSpec, out_dir: Path, version: str, runtime: str, gates
     payload = torch.load(out_dir / CHECKPOINT, map_location="cpu", weights_only=True)
     metrics = json.loads((out_dir / METRICS).read_text())
     return {
-        "name": FORMATS[runtime].served_name(spec.name),
+        "name": served_name(spec, runtime),
         "version": version,
         "runtime": runtime,
         "exported_with": {pkg: metadata.version(pkg) for pkg in FORMATS[runtime].packages},
@@ -158,28 +168,30 @@ def build(
     force: bool = False,
     progress: bool = True,
     archive_name: str | None = None,
-    runtime: str = "torchscript",
+    runtime: str | None = None,
     weights: Path | None = None,
 ) -> tuple[Path, bool]:
     """Build `store/<archive_name><suffix>.mar`; returns (path, rebuilt). No archive if a gate fails.
 
     `archive_name` (default: the model's name) lets a second version live beside the first;
-    `runtime` picks the export format, and both formats share one training run. `weights` (or
+    `runtime` picks the export format (default: the shipped one), and every format shares one training run. `weights` (or
     a spec with no training) packages a model trained elsewhere: no training step, same gates.
     """
     weights = weights or (spec.weights() if spec.train is None and spec.weights else None)
     if weights is None and spec.train is None:
         raise WeightsError(f"{spec.name} declares no training and no weights: pass `--weights FILE`")
     cfg = None if weights else (config or spec.train)
-    fmt = FORMATS[runtime]
+    runtime = runtime or spec.formats[0]
     base = archive_name or spec.name
     out_dir = artifacts / base
-    target = store / f"{fmt.served_name(base)}.mar"
+    target = store / f"{served_name(spec, runtime, base)}.mar"
     stamp_path = out_dir / BUILD_STAMP
     stamp = json.loads(stamp_path.read_text()) if stamp_path.exists() and not force else {}
     origin = weights_digest(weights) if weights else asdict(cfg)
     trained = fingerprint(train_sources(spec), spec.name, origin)
-    archived = fingerprint(archive_sources(spec), trained, base, version, runtime, asdict(spec.serving), spec.contract)
+    archived = fingerprint(
+        archive_sources(spec), trained, target.name, version, runtime, asdict(spec.serving), spec.contract
+    )
     if stamp.get("archives", {}).get(runtime) == archived and signing.problem(target, signing.trusted_keys()) is None:
         return target, False  # up to date, and still exactly what was signed
     if stamp.get("trained") != trained:
@@ -192,6 +204,11 @@ def build(
         write_json(stamp_path, stamp)
     _, gates = export_and_gate(spec, out_dir, runtime)
     path = archive_export(spec, out_dir, runtime, gates, store, version, archive_name=target.stem)
+    # The name this runtime had when another runtime was shipped (digits-onnx.mar, once digits
+    # ships ONNX): a stale copy would be served beside it.
+    for stale in (store / f"{base}-{runtime}.mar", store / f"{base}-{runtime}.mar.sig"):
+        if stale.name.removesuffix(".sig") != target.name:
+            stale.unlink(missing_ok=True)
     stamp["archives"] = {**stamp.get("archives", {}), runtime: archived}
     write_json(stamp_path, stamp)
     return path, True
