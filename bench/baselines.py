@@ -2,16 +2,14 @@
 
 - floor: the same exported digits TorchScript file behind a minimal TorchServe handler
   (bench/floor_handler.py), same serving settings: what our handler's guarantees cost;
-- peer: LitServe on the same file, same batching (bench/peer.py), on a free loopback port;
+- peer: LitServe on the same exported file and codec (bench/peer.py), on a free loopback port;
 - variants of the TorchServe setup (config.properties keys, the logging config, a handler
   that emits no metrics, a model registered over the management API) for the settings table.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
 import re
 import signal
@@ -24,6 +22,7 @@ from pathlib import Path
 import requests
 import yaml
 
+from bench import codec_model
 from training.specs import ServingConfig
 from tsforge.packaging import signing
 from tsforge.paths import CONFIG, LOG_CONFIG, ROOT
@@ -42,7 +41,8 @@ def floor_archive(exported: Path, serving: ServingConfig, store: Path) -> Path:
     config = stage / "model-config.yaml"
     s = serving
     config.write_text(yaml.safe_dump({"minWorkers": s.workers, "maxWorkers": s.workers, "batchSize": s.batch_size,
-                                      "maxBatchDelay": s.max_batch_delay_ms, "responseTimeout": s.timeout_s}))  # fmt: skip
+                                      "maxBatchDelay": s.max_batch_delay_ms, "responseTimeout": s.timeout_s,
+                                      "handler": {"threads": s.threads_per_worker}}))  # fmt: skip
     cmd = [str(Path(sys.executable).with_name("torch-model-archiver")), "--model-name", FLOOR, "--version", "1.0",
            "--serialized-file", str(exported), "--handler", str(FLOOR_HANDLER), "--config-file", str(config),
            "--export-path", str(store), "--force"]  # fmt: skip
@@ -54,36 +54,40 @@ def floor_archive(exported: Path, serving: ServingConfig, store: Path) -> Path:
     return store / f"{FLOOR}.mar"
 
 
-def peer_body(png: Path, out: Path) -> Path:
-    """LitServe reads JSON: the same PNG, base64 in {"image": ...}."""
-    out.write_text(json.dumps({"image": base64.b64encode(png.read_bytes()).decode()}))
+def peer_body(example: Path, content_type: str, out: Path) -> Path:
+    """The peers read JSON: the same example body, base64 (bench.codec_model.peer_body)."""
+    out.write_text(codec_model.peer_body(example.read_bytes(), content_type))
     return out
 
 
+def wait_until_ready(proc: subprocess.Popen, url: str, name: str, log_file: Path, timeout: float) -> None:
+    """Until `url` answers 2xx; an error naming the log if the peer exits or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}; see {log_file}:\n{torchserve.tail(log_file)}")
+        try:
+            if requests.get(url, timeout=2).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} was not ready after {timeout:.0f} s; see {log_file}")
+        time.sleep(0.5)
+
+
 @contextlib.contextmanager
-def peer_server(exported: Path, serving: ServingConfig, log_file: Path, timeout: float = 120.0) -> Iterator[str]:
-    """LitServe on a free loopback port; yields its /predict URL and always stops it."""
+def peer_server(model_dir: Path, serving: ServingConfig, log_file: Path, timeout: float = 120.0) -> Iterator[str]:
+    """LitServe (bench/peer.py) on an unpacked archive with `serving`'s workers, threads and
+    batching, on a free loopback port; yields its /predict URL and always stops it."""
     port = torchserve.free_port()
-    cmd = [sys.executable, "-m", "bench.peer", "--model", str(exported), "--port", str(port),
-           "--workers", str(serving.workers), "--batch", str(serving.batch_size),
-           "--timeout-ms", str(max(serving.max_batch_delay_ms, 1))]  # fmt: skip
+    cmd = [sys.executable, "-m", "bench.peer", "--model-dir", str(model_dir), "--port", str(port),
+           "--workers", str(serving.workers), "--threads", str(serving.threads_per_worker),
+           "--batch", str(serving.batch_size), "--timeout-ms", str(max(serving.max_batch_delay_ms, 1))]  # fmt: skip
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"LitServe exited with {proc.returncode}; see {log_file}:\n{torchserve.tail(log_file)}"
-                )
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"LitServe was not ready after {timeout:.0f} s; see {log_file}")
-            time.sleep(0.5)
+        wait_until_ready(proc, f"http://127.0.0.1:{port}/health", "LitServe", log_file, timeout)
         yield f"http://127.0.0.1:{port}/predict"
     finally:
         with contextlib.suppress(ProcessLookupError):

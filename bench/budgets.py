@@ -17,7 +17,6 @@ from handlers import runtime as runtimes
 from handlers.codec import Limits
 from handlers.codecs import codec_for
 from models.registry import SPECS
-from training.export import FORMATS
 from tsforge.packaging import build
 from tsforge.paths import ARTIFACTS
 
@@ -64,7 +63,7 @@ def worst_pass(spec, limits: Limits) -> np.ndarray:
 def measure(artifacts=ARTIFACTS) -> list[BudgetCost]:
     """Every served archive's exported file, timed on its worst pass (what the worker runs)."""
     costs = []
-    for name, spec in SPECS.items():
+    for spec in SPECS.values():
         limits = Limits.from_mapping(dict(spec.serving.limits))
         unit = codec_for(spec.contract.kind).COST_UNIT
         batch = worst_pass(spec, limits)
@@ -77,7 +76,7 @@ def measure(artifacts=ARTIFACTS) -> list[BudgetCost]:
                 started = time.perf_counter()
                 run(batch)
                 best = min(best, time.perf_counter() - started)
-            costs.append(BudgetCost(FORMATS[fmt].served_name(name), unit, limits.max_pass_cost,
+            costs.append(BudgetCost(build.served_name(spec, fmt), unit, limits.max_pass_cost,
                                     limits.max_call_cost, best * 1000, spec.serving.timeout_s))  # fmt: skip
     return costs
 

@@ -1,62 +1,60 @@
-"""The benchmark's "peer": LitServe serving the same exported digits TorchScript file.
+"""The benchmark's peer: LitServe serving an archive's own exported file with the archive's own
+codec (decoding, tokenizer, batching rules, answers), so the server is the only difference.
 
-Same batching as the shipped archive (max_batch_size 8, a ~1 ms batch timeout), two CPU
-workers with one intra-op thread each, loopback only. LitServe takes JSON (or forms), so
-the PNG arrives base64 in `{"image": ...}`: LitServe's own idiom for images.
+LitServe takes JSON (or forms), so a request is its idiom for bytes: the example's body base64
+in `{"body": ..., "content_type": ...}`. Loopback only; never shipped.
 
-    python -m bench.peer --model artifacts/digits/torchscript/digits.pt --port 8600
+    python -m bench.peer --model-dir <unpacked archive> --port 8600 --workers 2 --batch 8
 
-Started and stopped by `bench.baselines.peer_server`; never shipped.
+Started and stopped by `bench.baselines.peer_server`; the settings it runs at are found by the
+same sweep as ours (bench.tuning).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 
 import litserve as ls
-import numpy as np
-import torch
-from PIL import Image
+
+from bench.codec_model import CodecModel
 
 
-class DigitsAPI(ls.LitAPI):
-    def __init__(self, model_path: str, **kwargs) -> None:
+class CodecAPI(ls.LitAPI):
+    def __init__(self, model_dir: str, threads: int, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.model_path = model_path
+        self.model_dir, self.threads = model_dir, threads
 
     def setup(self, device: str) -> None:
-        torch.set_num_threads(1)
-        self.model = torch.jit.load(self.model_path).eval()
+        self.model = CodecModel(self.model_dir, self.threads)
 
-    def decode_request(self, request: dict) -> np.ndarray:
-        image = Image.open(io.BytesIO(base64.b64decode(request["image"]))).convert("L")
-        return np.asarray(image, dtype=np.float32) / 255.0
+    def decode_request(self, request: dict):
+        return self.model.decode(request)
 
-    def batch(self, inputs: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack(inputs)[:, None])
+    def batch(self, inputs: list) -> list:
+        return inputs
 
-    def predict(self, x: torch.Tensor) -> list[int]:
-        with torch.inference_mode():
-            return self.model(x).argmax(1).tolist()
+    def predict(self, batch):
+        items = batch if isinstance(batch, list) else [batch]  # max_batch_size 1: no list
+        answers = list(zip(self.model.predict(items), items, strict=True))
+        return answers if isinstance(batch, list) else answers[0]
 
-    def unbatch(self, output: list[int]) -> list[int]:
+    def unbatch(self, output: list) -> list:
         return output
 
-    def encode_response(self, label: int) -> dict:
-        return {"label": str(label)}
+    def encode_response(self, answer):
+        return self.model.encode(*answer)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="exported TorchScript file")
+    p.add_argument("--model-dir", required=True, help="an unpacked .mar")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--workers", type=int, default=2, help="LitServe workers on the CPU")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads per worker")
     p.add_argument("--batch", type=int, default=8, help="max_batch_size")
     p.add_argument("--timeout-ms", type=float, default=1.0, help="batch_timeout in milliseconds")
     a = p.parse_args(argv)
-    api = DigitsAPI(a.model, max_batch_size=a.batch, batch_timeout=a.timeout_ms / 1000)
+    api = CodecAPI(a.model_dir, a.threads, max_batch_size=a.batch, batch_timeout=a.timeout_ms / 1000)
     server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=a.workers, timeout=30)
     server.run(host="127.0.0.1", port=a.port, num_api_servers=1, log_level="warning", generate_client_file=False)
 

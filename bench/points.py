@@ -20,7 +20,7 @@ TORCHSERVE_DEFAULTS = ServingConfig(batch_size=1, max_batch_delay_ms=100, worker
 
 @dataclass
 class Point:
-    stage: str  # "in-process", "shipped", "floor", "peer", "defaults", "settings", "sweep"
+    stage: str  # "in-process", "shipped", "floor", "peer", "triton", "defaults", "settings", "tune", "tune-peer", ...
     model: str
     setting: str
     concurrency: int
@@ -65,3 +65,12 @@ def hey_point(stage: str, model: str, setting: str, url: str, body: Path, conten
         return Point(stage, model, setting, c, errors, 0.0, nan, nan, nan, errors, mean_ms=nan)
     return Point(stage, model, setting, c, len(ms) + errors, len(ms) / seconds, percentile(ms, 50),
                  percentile(ms, 90), percentile(ms, 99), errors, mean_ms=statistics.fmean(ms))  # fmt: skip
+
+
+def name_of(served_as: dict[str, list[str]] | None, model: str, runtime: str) -> str:
+    """The name `runtime`'s archive of `model` was served under in a run, from its results'
+    `served_as` (served name -> [model, runtime]). A run from before models/tuned.json has none:
+    it served TorchScript under the plain name and the others as <name>-<runtime>."""
+    if served_as is None:
+        return model if runtime == "torchscript" else f"{model}-{runtime}"
+    return next(name for name, (m, r) in served_as.items() if (m, r) == (model, runtime))

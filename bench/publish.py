@@ -11,10 +11,22 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
-from bench import budgets, deployments, fairness, model_sections, monitoring_cost, provenance, report, sections, worst
+from bench import (
+    budgets,
+    deployments,
+    fairness,
+    model_sections,
+    monitoring_cost,
+    provenance,
+    report,
+    sections,
+    tuning,
+    worst,
+)
 from bench.points import Point
 from training.files import write_text
 from tsforge.paths import ROOT
@@ -22,7 +34,9 @@ from tsforge.paths import ROOT
 PUBLISHED = ROOT / "bench" / "published" / "results.json"
 README = ROOT / "README.md"
 # What a run of one section (`tsforge bench --monitoring`, `--provenance`, `--speech`, ...) holds.
-PARTS = ("monitoring", "provenance", *model_sections.SECTIONS)
+PARTS = ("monitoring", "provenance", "tuning", *model_sections.SECTIONS)
+# The plots a published run carries into bench/published/ (the README shows them).
+PLOTS = ("tuning.png",)
 BLOCK = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench -->)", re.S)
 
 
@@ -44,12 +58,13 @@ def blocks(results: dict[str, Any]) -> dict[str, str]:
             for line in report.targets(points) + sections.targets(points, results["preprocess"])
             if line.startswith("- ")
         ],  # fmt: skip
-        "runtimes": report.runtimes(points),
+        "runtimes": report.runtimes(points, results.get("served_as")),
         "worst_cases": worst.table(costs),
         "heavy_beside_light": fairness.table(heavy_light),
         "budgets": budgets.table(budget_costs),
         "monitoring": monitoring_cost.table(results.get("monitoring")),
         "provenance": provenance.table(results.get("provenance")),
+        "tuning": tuning.table(results.get("tuning")),
         **{name: model_sections.table(name, results.get(name)) for name in model_sections.SECTIONS},
         "deployments": deployments.table(chosen)
         if (chosen := [p for p in points if p.stage == "deployment"])
@@ -80,5 +95,8 @@ def publish(run_dir: Path) -> Path:
         results = {**json.loads(PUBLISHED.read_text()), **partial}
         text = json.dumps(results, indent=2) + "\n"
     write_text(PUBLISHED, text)
+    for plot in PLOTS:  # a section's picture, beside the figures it was drawn from
+        if (run_dir / plot).exists():
+            shutil.copyfile(run_dir / plot, PUBLISHED.parent / plot)
     write_text(README, render(README.read_text(), results))
     return PUBLISHED

@@ -14,13 +14,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench import budgets, deployments, fairness, monitoring_cost, provenance, sections, worst  # noqa: E402
+from bench import budgets, deployments, fairness, monitoring_cost, provenance, sections, tuning, worst  # noqa: E402
 from bench.baselines import FLOOR  # noqa: E402
-from bench.points import TORCHSERVE_DEFAULTS, Point  # noqa: E402
-from bench.sections import measured  # noqa: E402
+from bench.points import TORCHSERVE_DEFAULTS, Point, name_of  # noqa: E402
+from bench.sections import measured, serving_batch  # noqa: E402
 from bench.worst import Cost  # noqa: E402
 from models.registry import SPECS  # noqa: E402
-from training.export import FORMATS  # noqa: E402
 from training.files import write_text  # noqa: E402
 
 
@@ -45,8 +44,7 @@ def machine() -> str:
 
 def targets(points: list[Point]) -> list[str]:
     """The three ratios of the issue for digits, each marked met or missed with its figures."""
-    batch = SPECS["digits"].serving.batch_size
-    in_process_batched = _one(points, stage="in-process", model="digits", setting=f"batch {batch}")
+    in_process_batched = serving_batch(points, "digits")
     in_process_batch1 = _one(points, stage="in-process", model="digits", setting="batch 1")
     served_c32 = _one(points, stage="shipped", model="digits", concurrency=32)
     defaults_c32 = _one(points, stage="defaults", model="digits", concurrency=32)
@@ -62,14 +60,14 @@ def targets(points: list[Point]) -> list[str]:
         "",
         "Where the time of one request goes at concurrency 1 (digits, shipped; means from TorchServe's counters):",
         f"hey measures p50 {served_c1.p50_ms:.2f} ms; TorchServe's frontend accounts for {served_c1.torchserve_ms:.2f} ms "
-        f"of it, of which {served_c1.queue_ms:.2f} ms waiting in its queue (the batch delay of "
-        f"{SPECS['digits'].serving.max_batch_delay_ms} ms waits for a batch that never fills at concurrency 1) and "
+        f"of it, of which {served_c1.queue_ms:.2f} ms waiting in its queue (the batch delay "
+        "waits for a batch that never fills at concurrency 1) and "
         f"{served_c1.torchserve_ms - served_c1.queue_ms:.2f} ms in the worker round trip, against {in_process_batch1.p50_ms:.2f} ms "
         f"for the handler's own work in process; the remaining {served_c1.p50_ms - served_c1.torchserve_ms:.2f} ms is "
         "HTTP parsing, Netty and the client on the same 2 cores.",
     ]
     return [
-        f"- served throughput at concurrency 32 / in-process at batch {batch}: {served_c32.throughput:.0f} / "
+        f"- served throughput at concurrency 32 / in-process at {in_process_batched.setting}: {served_c32.throughput:.0f} / "
         f"{in_process_batched.throughput:.0f} = **{kept_of_in_process:.2f}** (target ≥ 0.50): {verdict(kept_of_in_process >= 0.5)}",
         f"- served at concurrency 32 / TorchServe defaults at concurrency 32: {served_c32.throughput:.0f} / "
         f"{defaults_c32.throughput:.0f} = **{over_defaults:.2f}×** (target ≥ 5×): {verdict(over_defaults >= 5)}",
@@ -79,7 +77,7 @@ def targets(points: list[Point]) -> list[str]:
     ]
 
 
-def runtimes(points: list[Point]) -> list[str]:
+def runtimes(points: list[Point], served_as: dict[str, list[str]] | None) -> list[str]:
     """TorchScript against ONNX Runtime, same model, same handler, same settings, same run."""
     rows = [
         "| model | runtime | in process, batch 1: p50 ms | in process, serving batch: samples/s "
@@ -89,10 +87,10 @@ def runtimes(points: list[Point]) -> list[str]:
     for model, spec in measured(points).items():
         figures = {}
         for runtime in spec.formats:
-            name = FORMATS[runtime].served_name(model)
+            name = name_of(served_as, model, runtime)
             figures[runtime] = (
                 _one(points, stage="in-process", model=name, setting="batch 1").p50_ms,
-                _one(points, stage="in-process", model=name, setting=f"batch {spec.serving.batch_size}").throughput,
+                serving_batch(points, name).throughput,
                 _one(points, stage="shipped", model=name, concurrency=1).p50_ms,
                 _one(points, stage="shipped", model=name, concurrency=32).throughput,
             )
@@ -127,22 +125,26 @@ def baseline_errors(points: list[Point]) -> list[str]:
                    "failed (a baseline's own errors, recorded as measured)." for p in failed] if failed else []  # fmt: skip
 
 
-def plots(points: list[Point], out: Path) -> None:
+def plots(points: list[Point], out: Path, served_as: dict[str, list[str]] | None) -> None:
     models = measured(points)
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4))
-    for ax, model in zip(axes, models, strict=True):
+    for ax, (model, spec) in zip(axes, models.items(), strict=True):
+        shipped = [
+            ("shipped", name_of(served_as, model, r), m, f"shipped ({r})")
+            for r, m in zip(spec.formats, "o^v", strict=False)
+        ]
         for stage, name, style, label in (
-            ("shipped", model, "o-", "shipped (TorchScript)"),
-            ("shipped", FORMATS["onnx"].served_name(model), "^-", "shipped (ONNX Runtime)"),
+            *shipped,
             ("defaults", model, "s--", "TorchServe defaults"),
             ("floor", FLOOR if model == "digits" else "", "d-.", "floor (minimal TorchServe handler)"),
             ("peer", model, "x-.", "peer (LitServe)"),
+            ("triton", model, "+-.", "peer (Triton)"),
         ):
             series = _pick(points, stage=stage, model=name)
             if not series:
                 continue
             ax.plot([p.concurrency for p in series], [p.throughput for p in series], style, label=label)
-        limit = _one(points, stage="in-process", model=model, setting=f"batch {SPECS[model].serving.batch_size}")
+        limit = serving_batch(points, model)
         ax.axhline(limit.throughput, color="gray", linestyle=":", label=f"in process, {limit.setting}")
         ax.set(title=model, xlabel="concurrency", ylabel="samples / s", xscale="log")
         ax.set_xticks([1, 8, 32, 64], ["1", "8", "32", "64"])
@@ -181,8 +183,10 @@ def write_report(
     budget_costs: list[budgets.BudgetCost],
     monitoring: dict | None = None,
     provenance_figures: dict | None = None,
+    served_as: dict[str, list[str]] | None = None,
+    tuning_figures: dict | None = None,
 ) -> None:
-    plots(points, out)
+    plots(points, out, served_as)
     lines = [
         *_intro(quick, seconds),
         *_section("Targets (digits)", *targets(points), *sections.targets(points, preprocess_figures)),
@@ -190,8 +194,8 @@ def write_report(
         *_section("Where the time goes", *sections.where_time_goes(points)),
         *_section("TorchServe settings", *sections.settings_table(points)),
         *_section("maxBatchDelay = 0", *sections.batch_delay(points)),
-        *_section("Shipped configuration", *sections.shipped_configuration(points)),
-        *_section("TorchScript vs ONNX Runtime", RUNTIMES, "", *runtimes(points)),
+        *_section("Shipped configuration", *sections.shipped_configuration(points, served_as)),
+        *_section("TorchScript vs ONNX Runtime", RUNTIMES, "", *runtimes(points, served_as)),
         *_section(
             "Results",
             *table([p for stage in RESULT_STAGES for p in _pick(points, stage=stage)]),
@@ -206,7 +210,7 @@ def write_report(
         *_section("Monitoring cost", MONITORING, "", *monitoring_cost.table(monitoring)),
         *_section("Provenance cost", PROVENANCE, "", *provenance.table(provenance_figures)),
         *_deployments(points),
-        *_sweep(points),
+        *_tuning(tuning_figures, out),
     ]
     write_text(out / "report.md", "\n".join(lines).strip() + "\n")
 
@@ -220,8 +224,8 @@ PROVENANCE = (
     "Signing each archive when it is built and verifying it before it is loaded (bench/provenance.py), against "
     "reading the file and hashing it once with SHA-256."
 )
-BASELINE_STAGES = ("floor", "peer", "defaults")
-RESULT_STAGES = ("in-process", "shipped", "floor", "peer", "defaults", "settings")
+BASELINE_STAGES = ("floor", "peer", "triton", "defaults")
+RESULT_STAGES = ("in-process", "shipped", "floor", "peer", "triton", "defaults", "settings")
 BASELINES = (
     "The same exported TorchScript file, the same PNG and the same hey command, in this run: shipped (our "
     "handler: validation, limits, per-request errors, metrics); floor (a minimal TorchServe handler: decode, "
@@ -322,14 +326,9 @@ def _memory(points: list[Point]) -> list[str]:
     )
 
 
-def _sweep(points: list[Point]) -> list[str]:
-    sweep = _pick(points, stage="sweep")
-    if not sweep:
+def _tuning(figures: dict | None, out: Path) -> list[str]:
+    """Every model's sweep against the peers' (full runs): issue #28's targets, met or missed."""
+    if not figures:
         return []
-    best = max(_pick(sweep, concurrency=32), key=lambda p: p.throughput)
-    return _section(
-        "Tuning sweep (digits)",
-        *table(sweep),
-        "",
-        f"Best at concurrency 32: {best.setting} ({best.throughput:.0f} samples/s).",
-    )
+    tuning.plot(figures, out)
+    return _section("Each model at its best", *tuning.table(figures), "", "![tuning](tuning.png)")

@@ -2,7 +2,7 @@
 defaults, and TorchScript against ONNX Runtime, measured in one run with a real HTTP load
 generator (hey), on loopback only.
 
-    tsforge bench            # ~10 s per point, plus a tuning sweep for digits
+    tsforge bench            # ~10 s per point, plus every model's tuning sweep and the peers'
     tsforge bench --quick    # ~1 s per point, no sweep (the smoke test runs this)
 
 Writes bench/results/<date>/{report.md,results.json,throughput.png,latency.png}.
@@ -10,17 +10,14 @@ Writes bench/results/<date>/{report.md,results.json,throughput.png,latency.png}.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, replace
-from importlib.metadata import version
+from dataclasses import asdict
 from pathlib import Path
 
 from bench import (
     baselines,
-    breakdown,
     budgets,
     deployments,
     fairness,
@@ -30,139 +27,20 @@ from bench import (
     preprocess,
     provenance,
     report,
+    tuning,
     worst,
 )
-from bench.baselines import FLOOR
 from bench.inprocess import BODIES, MODEL_BEHIND
-from bench.points import CONCURRENCY, TORCHSERVE_DEFAULTS, Point, hey, hey_point
+from bench.points import CONCURRENCY, TORCHSERVE_DEFAULTS, Point
+from bench.served import floor, served, variant_store
 from models.registry import SPECS
 from training.files import write_json
-from training.specs import ServingConfig
 from tsforge.packaging import archive, build
-from tsforge.paths import ARTIFACTS, CONFIG, MODEL_STORE, ROOT
+from tsforge.paths import ARTIFACTS, MODEL_STORE, ROOT
 from tsforge.server import torchserve
 
-# Settings tried for digits at concurrency 32 (full mode): (workers, threads, batch, delay ms).
-SWEEP = [(1, 1, 8, 1), (1, 2, 8, 1), (2, 1, 8, 5), (2, 1, 8, 1), (2, 1, 16, 5), (2, 1, 1, 1), (2, 1, 8, 0)]
-
-
-def knobs(shipped: ServingConfig, variant: ServingConfig | None) -> ServingConfig:
-    """TorchServe's knobs from the variant; the model's own limits and pass cost stay (they are
-    the handler's, not TorchServe's: without them a recording would get a row model's budget)."""
-    if variant is None:
-        return shipped
-    return replace(shipped, batch_size=variant.batch_size, max_batch_delay_ms=variant.max_batch_delay_ms,
-                   workers=variant.workers, threads_per_worker=variant.threads_per_worker)  # fmt: skip
-
-
-def variant_store(root: Path, serving: ServingConfig | None, handler: Path = archive.HANDLER) -> Path:
-    """The built archives, or the same TorchScript models (and handler) with other settings."""
-    if serving is None and handler == archive.HANDLER:
-        return MODEL_STORE
-    store = root / "store"
-    for name, spec in SPECS.items():
-        exported = build.exported_file(spec, ARTIFACTS / name, "torchscript")
-        card = json.loads((exported.parent / build.MODEL_CARD).read_text())
-        archive.build_archive(
-            replace(spec, serving=knobs(spec.serving, serving)), exported, card, store, handler=handler
-        )
-    return store
-
-
-def served(
-    stage: str,
-    setting: str,
-    models: list[str],
-    concurrencies,
-    seconds: float,
-    log,
-    serving: ServingConfig | None = None,
-    store=None,
-    config: Path = CONFIG,
-    log_variant: str | None = None,
-    registrations: dict[str, dict[str, int]] | None = None,
-) -> list[Point]:
-    """Every model of `models` under hey at each concurrency, on a TorchServe of its own.
-
-    `store(tmp)` builds the archives (default: the shipped ones, or `serving` applied to
-    them); `config`, `log_variant` and `registrations` (archive -> management API settings,
-    instead of --models) are the settings variants' knobs.
-    """
-    points = []
-    with tempfile.TemporaryDirectory() as tmp:
-        store_dir = store(Path(tmp)) if store else variant_store(Path(tmp), serving)
-        ports = {k: torchserve.free_port() for k in torchserve.PORT_KEYS}
-        run_dir = Path(tmp) / "run"
-        startup = [] if registrations else [f"{m}.mar" for m in models]
-        with baselines.log_config(log_variant, Path(tmp) / "log4j2.xml"):
-            server = torchserve.start(startup, run_dir=run_dir, model_store=store_dir, base_config=config, ports=ports)
-        try:
-            for archive_name, params in (registrations or {}).items():
-                baselines.register(server, archive_name, **params)
-            key = server.keys()["inference"]
-            for model in models:
-                path, content_type = BODIES[MODEL_BEHIND[model]]
-                url = f"{server.inference_url}/predictions/{model}"
-                hey(url, path, content_type, key, 4, 1)  # warm-up: first requests load lazily
-                for c in concurrencies:
-                    log(f"{stage} {setting}: {model} at concurrency {c}")
-                    before, offset = ts_counters(server, model), breakdown.log_offset(server.log_file)
-                    point = hey_point(stage, model, setting, url, path, content_type, key, c, seconds)
-                    after = ts_counters(server, model)
-                    with open(server.log_file, "rb") as f:
-                        f.seek(offset)
-                        logged = breakdown.parse(f.read().decode(errors="replace"), model)
-                    n = max(1.0, after["ts_inference_requests_total"] - before["ts_inference_requests_total"])
-                    point.queue_ms = (after[COUNTERS[1]] - before[COUNTERS[1]]) / n / 1000
-                    point.torchserve_ms = (after[COUNTERS[2]] - before[COUNTERS[2]]) / n / 1000
-                    point.breakdown = breakdown.breakdown(point.mean_ms, point.torchserve_ms, point.queue_ms, logged)
-                    point.worker_rss_mib = worst.largest_rss(worst.worker_pids(server, model)) / 2**20
-                    points.append(point)
-        finally:
-            torchserve.stop(run_dir)
-    return points
-
-
-def floor(concurrencies, seconds: float, log) -> list[Point]:
-    """The minimal TorchServe handler on the same exported digits file, same settings."""
-    spec = SPECS["digits"]
-    exported = build.exported_file(spec, ARTIFACTS / "digits", "torchscript")
-
-    def store(tmp: Path) -> Path:
-        return baselines.floor_archive(exported, spec.serving, tmp / "store").parent
-
-    return served("floor", "minimal TorchServe handler", [FLOOR], concurrencies, seconds, log, store=store)
-
-
-def peer(concurrencies, seconds: float, log) -> list[Point]:
-    """LitServe on the same exported digits file, same batching and workers, loaded by hey."""
-    spec = SPECS["digits"]
-    exported = build.exported_file(spec, ARTIFACTS / "digits", "torchscript")
-    with tempfile.TemporaryDirectory() as tmp:
-        body = baselines.peer_body(BODIES["digits"][0], Path(tmp) / "body.json")
-        with baselines.peer_server(exported, spec.serving, Path(tmp) / "litserve.log") as url:
-            setting = f"LitServe {version('litserve')}"
-            hey(url, body, "application/json", "none", 4, 1)  # warm-up
-            points = []
-            for c in concurrencies:
-                log(f"peer {setting}: digits at concurrency {c}")
-                points.append(hey_point("peer", "digits", setting, url, body, "application/json", "none", c, seconds))
-    return points
-
-
-COUNTERS = ("ts_inference_requests_total", "ts_queue_latency_microseconds", "ts_inference_latency_microseconds")
-
-
-def ts_counters(server: torchserve.Server, model: str) -> dict[str, float]:
-    """TorchServe's own per-model counters from the Prometheus endpoint, summed over labels."""
-    import requests
-
-    totals = dict.fromkeys(COUNTERS, 0.0)
-    for line in requests.get(f"{server.metrics_url}/metrics", timeout=10).text.splitlines():
-        name = line.split("{", 1)[0]
-        if name in totals and f'model_name="{model}"' in line:
-            totals[name] += float(line.rsplit(" ", 1)[1])
-    return totals
+# What each served name was, recorded in the results (bench.points.name_of).
+SERVED_AS = {build.served_name(spec, fmt): [name, fmt] for name, spec in SPECS.items() for fmt in spec.formats}
 
 
 # What TorchServe settings cost or save (full mode, digits alone, c=1 and 32): each a variant of
@@ -235,8 +113,8 @@ def model_alone(name: str, seconds: float, log) -> dict:
 
 
 def section_only(name: str, out_root: Path = ROOT / "bench" / "results") -> Path:
-    """`tsforge bench --monitoring`, `--provenance`, `--speech` or `--recommendation`: that section alone (full-run settings),
-    in its own results.json, which `--publish` merges into the published run."""
+    """`tsforge bench --monitoring`, `--tune`, `--speech`, ...: that section alone (full-run settings), in its own
+    results.json, which `--publish` merges into the published run."""
     started = time.time()
 
     def log(stage: str) -> None:
@@ -248,11 +126,15 @@ def section_only(name: str, out_root: Path = ROOT / "bench" / "results") -> Path
     module, measure = {
         "monitoring": (monitoring_cost, lambda: monitoring_cost.measure(10.0, monitoring_cost.ROUNDS, log)),
         "provenance": (provenance, lambda: provenance.measure(MODEL_STORE)),
+        "tuning": (tuning, lambda: tuning.measure(log)),
     }.get(name) or (None, lambda: model_alone(name, 10.0, log))
     figures = measure()
     out = out_root / (time.strftime("%Y-%m-%d-%H%M%S") + f"-{name}")
     results = {"date": time.strftime("%Y-%m-%d"), "machine": report.machine(), "quick": False, name: figures}
     write_json(out / "results.json", results)
+    if name == "tuning":  # what the sweep chose is what the next build ships
+        log(f"chosen settings: {tuning.record(figures, results['date'], results['machine'])}")
+        log(f"plot: {tuning.plot(figures, out)}")
     print("\n".join(module.table(figures) if module else model_sections.table(name, figures)))
     log(f"results: {out / 'results.json'}")
     return out
@@ -277,7 +159,12 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
             points.append(inprocess.point(model, MODEL_STORE, batch, seconds))
     points += served("shipped", "shipped", build.SERVED, CONCURRENCY, seconds, log)
     points += floor(CONCURRENCY, seconds, log)
-    points += peer(CONCURRENCY, seconds, log)
+    for model in ["digits"] if quick else list(SPECS):  # LitServe at its sweep-found settings
+        points += tuning.peer("litserve", "peer", model, [tuning.peer_setting(model)], CONCURRENCY, seconds, log,
+                              MODEL_STORE)  # fmt: skip
+    if not quick:  # Triton (PyTriton, its own venv) for digits, at its sweep-found settings
+        setting = [tuning.peer_setting("digits", "triton")]
+        points += tuning.peer("triton", "triton", "digits", setting, CONCURRENCY, seconds, log, MODEL_STORE)
     points += served(
         "defaults", "TorchServe defaults", list(SPECS), CONCURRENCY, seconds, log, serving=TORCHSERVE_DEFAULTS
     )
@@ -295,10 +182,9 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
         path, content_type = BODIES[deployments.MODEL]
         points += deployments.measure(path, content_type, seconds, log)
         points += settings((1, 32), seconds, log)
-        for workers, threads, batch, delay in SWEEP:
-            setting = f"{workers} workers x {threads} threads, batch {batch}, delay {delay} ms"
-            cfg = ServingConfig(batch_size=batch, max_batch_delay_ms=delay, workers=workers, threads_per_worker=threads)
-            points += served("sweep", setting, ["digits"], (1, 32), seconds, log, serving=cfg)
+    # Every model's sweep and the peers' (issue #28's targets), as `tsforge bench --tune` runs it;
+    # only --tune records the choice in models/tuned.json.
+    tuning_figures = None if quick else tuning.measure(log)
     out = out_root / time.strftime("%Y-%m-%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     results = {
@@ -314,6 +200,8 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
         "monitoring": monitoring,
         "provenance": provenance_figures,
         **{name: model_sections.figures(name, points, costs, ARTIFACTS) for name in model_sections.SECTIONS},
+        "served_as": SERVED_AS,
+        "tuning": tuning_figures,
     }
     write_json(out / "results.json", results)
     report.write_report(
@@ -327,6 +215,8 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
         budget_costs,
         monitoring,
         provenance_figures,
+        SERVED_AS,
+        tuning_figures,
     )
     log(f"report: {out / 'report.md'}")
     failed = [p for p in points if p.errors and p.stage not in report.BASELINE_STAGES]

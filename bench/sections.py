@@ -8,9 +8,8 @@ from dataclasses import asdict
 
 from bench import breakdown
 from bench.baselines import FLOOR
-from bench.points import CONCURRENCY, Point
+from bench.points import CONCURRENCY, Point, name_of
 from models.registry import SPECS
-from training.export import FORMATS
 from training.specs import ModelSpec
 
 # TorchServe 0.12.0's frontend (pytorch/serve tag v0.12.0), read for the maxBatchDelay section.
@@ -31,6 +30,11 @@ def measured(points: list[Point]) -> dict[str, ModelSpec]:
     after it, and its report shows what it measured, no more."""
     seen = {p.model for p in points}
     return {name: spec for name, spec in SPECS.items() if name in seen}
+
+
+def serving_batch(points: list[Point], name: str) -> Point:
+    """`name`'s in-process point at the batch size it was served with (the one that is not 1)."""
+    return next(p for p in _pick(points, stage="in-process", model=name) if p.setting != "batch 1")
 
 
 def verdict(ok: bool) -> str:
@@ -70,16 +74,15 @@ def baselines(points: list[Point]) -> list[str]:
     rows = ["| baseline | " + " | ".join(f"c={c}: samples/s, p50 / p99 ms" for c in CONCURRENCY) + " |",
             "|---|" + "---|" * len(CONCURRENCY)]  # fmt: skip
     for stage, label in (("shipped", "shipped (our handler)"), ("floor", "floor (minimal TorchServe handler)"),
-                         ("peer", "peer (LitServe)"), ("defaults", "TorchServe defaults")):  # fmt: skip
+                         ("peer", "peer (LitServe)"), ("triton", "peer (Triton, PyTriton)"),
+                         ("defaults", "TorchServe defaults")):  # fmt: skip
         cells = []
         for c in CONCURRENCY:
             found = [p for p in _pick(points, stage=stage, concurrency=c) if p.model in ("digits", FLOOR)]
             cells.append(f"{found[0].throughput:.0f}, {found[0].p50_ms:.2f} / {found[0].p99_ms:.2f}" if found else "–")
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
-    batch = SPECS["digits"].serving.batch_size
-    for setting in ("batch 1", f"batch {batch}"):
-        p = _one(points, stage="in-process", model="digits", setting=setting)
-        rows.append(f"| in process, {setting} (no server) | {p.throughput:.0f}, {p.p50_ms:.2f} / {p.p99_ms:.2f} |")
+    for p in (_one(points, stage="in-process", model="digits", setting="batch 1"), serving_batch(points, "digits")):
+        rows.append(f"| in process, {p.setting} (no server) | {p.throughput:.0f}, {p.p50_ms:.2f} / {p.p99_ms:.2f} |")
     return rows
 
 
@@ -156,25 +159,18 @@ def batch_delay(points: list[Point]) -> list[str]:
     ]
 
 
-def shipped_configuration(points: list[Point]) -> list[str]:
+def shipped_configuration(points: list[Point], served_as: dict[str, list[str]] | None) -> list[str]:
     """Per model: the serving settings and runtime, with the figures that chose them."""
     out = ["| model | runtime choice (shipped points: c=1 p50 ms, c=32 samples/s) | serving settings |",
            "|---|---|---|"]  # fmt: skip
     for model, spec in measured(points).items():
         figures = []
         for runtime in spec.formats:
-            name = FORMATS[runtime].served_name(model)
+            name = name_of(served_as, model, runtime)
             a = _one(points, stage="shipped", model=name, concurrency=1)
             b = _one(points, stage="shipped", model=name, concurrency=32)
             figures.append(f"{runtime} ({name}): {a.p50_ms:.2f} ms, {b.throughput:.0f}/s")
         out.append(f"| {model} | {'; '.join(figures)} | {asdict(spec.serving)} |")
-    sweep = sorted(_pick(points, stage="sweep", concurrency=32), key=lambda p: -p.throughput)
-    if sweep:
-        c1 = {p.setting: p.p50_ms for p in _pick(points, stage="sweep", concurrency=1)}
-        out += ["", "digits' sweep, best first at c=32: " + "; ".join(
-            f"{p.setting}: {p.throughput:.0f}/s, c=1 p50 {c1.get(p.setting, 0):.2f} ms" for p in sweep)]  # fmt: skip
-    else:
-        out += ["", "(the sweep that chose digits' settings runs in the full mode only)"]
-    out += ["Every archive serves both runtimes (digits and digits-onnx are both shipped); the sweep covers "
-            "digits only, the other models reuse its worker/thread/delay finding with their own batch sizes."]  # fmt: skip
+    out += ["", "Every runtime is served (the shipped one under the plain name); each model's shipped runtime and "
+            "settings come from its own sweep, `tsforge bench --tune` (models/tuned.json)."]  # fmt: skip
     return out

@@ -6,8 +6,10 @@ import re
 import pytest
 
 from bench import run
+from bench import served as served_points
 from bench.worst_cases import worst_cases
 from models.registry import SPECS
+from tests.conftest import served_name
 from tsforge.packaging import build
 
 pytestmark = pytest.mark.integration
@@ -15,8 +17,9 @@ pytestmark = pytest.mark.integration
 
 def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     # The bench builds into the repository's store; point it at the session's built archives.
-    monkeypatch.setattr(run, "MODEL_STORE", built.store)
-    monkeypatch.setattr(run, "ARTIFACTS", built.artifacts)
+    for module in (run, served_points):
+        monkeypatch.setattr(module, "MODEL_STORE", built.store)
+        monkeypatch.setattr(module, "ARTIFACTS", built.artifacts)
     monkeypatch.setattr(run.build, "build", lambda spec, runtime, **kw: (built.archive(spec.name), False))
     monkeypatch.setattr(run, "CONCURRENCY", (1, 32))
     out = run.run(quick=True, out_root=tmp_path)
@@ -24,7 +27,8 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     stages = {(p["stage"], p["model"], p["concurrency"]) for p in data["points"]}
     for model in ("digits", "diabetes"):
         assert {("shipped", model, 1), ("shipped", model, 32), ("defaults", model, 32)} <= stages
-        assert {("shipped", f"{model}-onnx", 1), ("shipped", f"{model}-onnx", 32)} <= stages
+        other = served_name(model, "torchscript" if SPECS[model].formats[0] != "torchscript" else "onnx")
+        assert {("shipped", other, 1), ("shipped", other, 32)} <= stages
     # The baselines of issue #16, measured in the same run: the floor handler and the LitServe peer.
     for stage, model in (("floor", "digits-floor"), ("peer", "digits")):
         assert {(stage, model, 1), (stage, model, 32)} <= stages
@@ -62,13 +66,14 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     # The runtime comparison: two runtimes and a ratio row per model, every figure measured.
     section = report.split("## TorchScript vs ONNX Runtime")[1].split("## Results")[0]
     rows = [r for r in section.splitlines() if r.startswith(("| digits", "| diabetes"))]
-    assert [r.split(" | ")[1] for r in rows] == ["torchscript", "onnx", "**onnx / torchscript**"] * 2
+    ratio = "**onnx / torchscript**"
+    assert [r.split(" | ")[1] for r in rows] == [*SPECS["digits"].formats, ratio, *SPECS["diabetes"].formats, ratio]
     assert all(float(c.strip(" *×|")) > 0 for r in rows for c in r.split(" | ")[2:])
     memory = report.split("## Memory per worker")[1].split("## Worst case")[0]
     assert all(f"| {name} | " in memory for name in build.SERVED)
     assert all(p["worker_rss_mib"] > 50 for p in data["points"] if p["stage"] == "shipped")
     text = [r.split(" | ")[1] for r in section.splitlines() if r.startswith("| minilm")]
-    assert text == ["torchscript", "onnx", "int8", "**onnx / torchscript**", "**int8 / onnx**"]
+    assert text == [*SPECS["minilm"].formats, "**onnx / torchscript**", "**int8 / onnx**"]
     # The worst case of every input class, answered as documented, its cost measured.
     costs = {c["case"]: c for c in data["worst_cases"]}
     assert set(costs) == {case.name for case in worst_cases()}
@@ -81,7 +86,7 @@ def test_quick_bench_writes_report_json_and_plots(built, tmp_path, monkeypatch):
     assert [g["runtime"] for g in speech_figures["gates"]] == list(SPECS["silero_vad"].formats)
     assert all(g["quality_value"] >= g["quality_threshold"] for g in speech_figures["gates"])
     assert {(p["stage"], p["model"]) for p in speech_figures["points"]} >= {
-        ("in-process", "silero_vad"), ("shipped", "silero_vad"), ("shipped", "silero_vad-onnx")}  # fmt: skip
+        ("in-process", "silero_vad"), *(("shipped", served_name("silero_vad", r)) for r in ("torchscript", "onnx"))}  # fmt: skip
     assert {c["case"] for c in speech_figures["worst_cases"]} == {
         c.name for c in worst_cases() if c.model == "silero_vad"
     }
