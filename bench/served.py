@@ -29,17 +29,20 @@ def knobs(shipped: ServingConfig, variant: ServingConfig | None) -> ServingConfi
                    workers=variant.workers, threads_per_worker=variant.threads_per_worker)  # fmt: skip
 
 
-def variant_store(root: Path, serving: ServingConfig | None, handler: Path = archive.HANDLER) -> Path:
-    """The built archives, or the same TorchScript models (and handler) with other settings."""
+def variant_store(
+    root: Path, serving: ServingConfig | None, handler: Path = archive.HANDLER, every_runtime: bool = False
+) -> Path:
+    """The built archives, or the same exported files (and handler) with other settings: each
+    model's shipped runtime under its plain name, or `every_runtime` under its served names."""
     if serving is None and handler == archive.HANDLER:
         return MODEL_STORE
     store = root / "store"
     for name, spec in SPECS.items():
-        exported = build.exported_file(spec, ARTIFACTS / name, "torchscript")
-        card = json.loads((exported.parent / build.MODEL_CARD).read_text())
-        archive.build_archive(
-            replace(spec, serving=knobs(spec.serving, serving)), exported, card, store, handler=handler
-        )
+        for runtime in spec.formats if every_runtime else spec.formats[:1]:
+            exported = build.exported_file(spec, ARTIFACTS / name, runtime)
+            card = json.loads((exported.parent / build.MODEL_CARD).read_text())
+            archive.build_archive(replace(spec, serving=knobs(spec.serving, serving)), exported, card, store,
+                                  model_name=build.served_name(spec, runtime), handler=handler)  # fmt: skip
     return store
 
 

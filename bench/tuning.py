@@ -23,12 +23,12 @@ from typing import Any
 from bench import baselines, inprocess, triton
 from bench.inprocess import BODIES, MODEL_BEHIND
 from bench.points import Point, hey, hey_point
-from bench.served import floor, knobs, served
-from models.registry import SPECS, TUNED
+from bench.served import floor, knobs, served, variant_store
+from models.registry import KNOBS, SPECS, TUNED
 from training.files import write_json
 from training.specs import ServingConfig
-from tsforge.packaging import archive, build
-from tsforge.paths import ARTIFACTS, MODEL_STORE
+from tsforge.packaging import build
+from tsforge.paths import MODEL_STORE
 
 SECONDS = 4.0
 LATENCY_SLACK = 1.25
@@ -56,23 +56,10 @@ def target(model: str) -> int:
     return TARGET_CONCURRENCY.get(model, 32)
 
 
-def every_runtime_store(tmp: Path, serving: ServingConfig) -> Path:
-    """Every built archive (each model, each runtime) rebuilt with `serving`'s knobs."""
-    store = tmp / "store"
-    for name, spec in SPECS.items():
-        for runtime in spec.formats:
-            exported = build.exported_file(spec, ARTIFACTS / name, runtime)
-            card = json.loads((exported.parent / build.MODEL_CARD).read_text())
-            served_name = build.served_name(spec, runtime)
-            archive.build_archive(replace(spec, serving=knobs(spec.serving, serving)), exported, card, store,
-                                  model_name=served_name)  # fmt: skip
-    return store
-
-
 def ours(log, seconds: float = SECONDS) -> list[Point]:
     points = []
     for s in GRID:
-        points += served("tune", label(s), build.SERVED, CONCURRENCY, seconds, log, store=lambda t, s=s: every_runtime_store(t, s))  # fmt: skip
+        points += served("tune", label(s), build.SERVED, CONCURRENCY, seconds, log, store=lambda t, s=s: variant_store(t, s, every_runtime=True))  # fmt: skip
     return points
 
 
@@ -258,8 +245,7 @@ def peer_setting(model: str, peer: str = "litserve") -> ServingConfig:
     recorded = json.loads(TUNED.read_text())["models"].get(model, {}).get(peer) if TUNED.exists() else None
     if recorded is None:
         return SPECS[model].serving
-    return replace(SPECS[model].serving, **{k: recorded[k] for k in ("workers", "threads_per_worker", "batch_size",
-                                                                     "max_batch_delay_ms")})  # fmt: skip
+    return replace(SPECS[model].serving, **{k: recorded[k] for k in KNOBS})
 
 
 def plot(figures: dict[str, Any], out: Path) -> Path:
