@@ -16,8 +16,8 @@ import os
 import statistics
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import requests
@@ -31,6 +31,7 @@ from tsforge.server import torchserve
 
 CONCURRENCY = 32
 ROUNDS = 4
+WARM_S = 15
 MODEL = "digits"
 ABOUT = (
     f"The same archives ({MODEL}'s example request, concurrency {CONCURRENCY}) served by TorchServe on the host, "
@@ -63,9 +64,11 @@ def measure(body: Path, content_type: str, seconds: float, log: Callable[[str], 
 
 def alternate(paths: dict[str, tuple[str, str]], body: Path, content_type: str, seconds: float) -> list[Point]:
     """One point per path (name -> (url, key)): ROUNDS rounds of `seconds`, the paths in turn."""
+    # Warm-up at full load: a just-started TorchServe's JVM spends the first seconds compiling
+    # (its CPU a request fell from 0.7 ms to 0.2 ms within about 20 s here, measured), and the
+    # direct server is warm from the previous pair while a deployment is new.
     for url, key in paths.values():
-        hey(url, body, content_type, key, 4, 2)  # warm-up: the first requests load lazily
-    time.sleep(5)  # a just-started TorchServe runs slower for a while (measured)
+        hey(url, body, content_type, key, CONCURRENCY, WARM_S)
     latencies: dict[str, list[float]] = {name: [] for name in paths}
     errors = dict.fromkeys(paths, 0)
     for _ in range(ROUNDS):
@@ -90,6 +93,26 @@ def alternate(paths: dict[str, tuple[str, str]], body: Path, content_type: str, 
         )  # fmt: skip
         for name, ms in latencies.items()
     ]
+
+
+def figures(points: list[Point], date: str, machine: str) -> dict:
+    """What `tsforge bench --deployments` keeps: the points, with their own date and machine
+    (the published full run they are merged into may be older)."""
+    return {"date": date, "machine": machine, "points": [asdict(p) for p in points]}
+
+
+def block(results: dict) -> list[str]:
+    """The README's and the report's lines for a results.json: the run they come from (a
+    `--deployments` run's own when one was published, else the full run's) and the table."""
+    if part := results.get("deployments"):
+        run = f"Run of {part['date']} (`tsforge bench --deployments`), on {part['machine']}."
+        points = [Point(**p) for p in part["points"]]
+    else:
+        run = f"Run of {results['date']} (`make bench`)."
+        points = [Point(**p) for p in results.get("points", []) if p["stage"] == "deployment"]
+    if not points:
+        return ["(the published run predates the deployment points: `make bench` measures them)"]
+    return [run, "", *table(points)]
 
 
 def table(points: list[Point]) -> list[str]:
@@ -134,6 +157,7 @@ def compose(images: containers.Images) -> Iterator[tuple[str, str]]:
         containers.wait_until("the compose replica's health", lambda: containers.health(container) == "healthy")
         key = json.loads(docker("exec", container, "cat", "/home/model-server/run/key_file.json").stdout)
         url = f"http://127.0.0.1:{env['GATEWAY_PORT']}/predictions/{MODEL}"
+        containers.wait_until("an answer through the compose gateway", lambda: _answers(url, key["inference"]["key"]))
         yield url, key["inference"]["key"]
     finally:
         subprocess.run([*cmd, "down", "-v"], env=env, capture_output=True)

@@ -34,7 +34,7 @@ from tsforge.paths import ROOT
 PUBLISHED = ROOT / "bench" / "published" / "results.json"
 README = ROOT / "README.md"
 # What a run of one section (`tsforge bench --monitoring`, `--provenance`, `--speech`, ...) holds.
-PARTS = ("monitoring", "provenance", "tuning", *model_sections.SECTIONS)
+PARTS = ("monitoring", "provenance", "tuning", "deployments", *model_sections.SECTIONS)
 # The plots a published run carries into bench/published/ (the README shows them).
 PLOTS = ("tuning.png",)
 BLOCK = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench -->)", re.S)
@@ -66,9 +66,7 @@ def blocks(results: dict[str, Any]) -> dict[str, str]:
         "provenance": provenance.table(results.get("provenance")),
         "tuning": tuning.table(results.get("tuning")),
         **{name: model_sections.table(name, results.get(name)) for name in model_sections.SECTIONS},
-        "deployments": deployments.table(chosen)
-        if (chosen := [p for p in points if p.stage == "deployment"])
-        else ["(the published run predates the deployment points: `make bench` measures them)"],
+        "deployments": deployments.block(results),
     }
     return {name: "\n".join(lines) + "\n" for name, lines in made.items()}
 
@@ -84,7 +82,7 @@ def render(readme: str, results: dict[str, Any]) -> str:
 
 def publish(run_dir: Path) -> Path:
     """Copy `run_dir`/results.json to bench/published/ and regenerate the README from it. A
-    `tsforge bench --monitoring`, `--provenance`, `--speech` or `--recommendation` run replaces only those figures of the
+    `tsforge bench --monitoring`, `--provenance`, `--deployments`, `--speech`, ... run replaces only those figures of the
     published run."""
     text = (run_dir / "results.json").read_text()
     results = json.loads(text)

@@ -112,6 +112,13 @@ def model_alone(name: str, seconds: float, log) -> dict:
     return model_sections.figures(name, points, worst.costs(MODEL_STORE, 3, (section.model,)), ARTIFACTS)
 
 
+def deployments_alone(log) -> dict:  # noqa: ANN001
+    """`tsforge bench --deployments`: the full run's deployment points alone."""
+    path, content_type = BODIES[deployments.MODEL]
+    points = deployments.measure(path, content_type, 10.0, log)
+    return deployments.figures(points, time.strftime("%Y-%m-%d"), report.machine())
+
+
 def section_only(name: str, out_root: Path = ROOT / "bench" / "results") -> Path:
     """`tsforge bench --monitoring`, `--tune`, `--speech`, ...: that section alone (full-run settings), in its own
     results.json, which `--publish` merges into the published run."""
@@ -127,6 +134,7 @@ def section_only(name: str, out_root: Path = ROOT / "bench" / "results") -> Path
         "monitoring": (monitoring_cost, lambda: monitoring_cost.measure(10.0, monitoring_cost.ROUNDS, log)),
         "provenance": (provenance, lambda: provenance.measure(MODEL_STORE)),
         "tuning": (tuning, lambda: tuning.measure(log)),
+        "deployments": (deployments, lambda: deployments_alone(log)),
     }.get(name) or (None, lambda: model_alone(name, 10.0, log))
     figures = measure()
     out = out_root / (time.strftime("%Y-%m-%d-%H%M%S") + f"-{name}")
@@ -135,7 +143,10 @@ def section_only(name: str, out_root: Path = ROOT / "bench" / "results") -> Path
     if name == "tuning":  # what the sweep chose is what the next build ships
         log(f"chosen settings: {tuning.record(figures, results['date'], results['machine'])}")
         log(f"plot: {tuning.plot(figures, out)}")
-    print("\n".join(module.table(figures) if module else model_sections.table(name, figures)))
+    if module is deployments:
+        print("\n".join(deployments.block(results)))
+    else:
+        print("\n".join(module.table(figures) if module else model_sections.table(name, figures)))
     log(f"results: {out / 'results.json'}")
     return out
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tsforge.paths import ROOT
-from tsforge.server.foreground import READY_PORT
+from tsforge.server.health import READY_PORT
 from tsforge.server.torchserve import read_properties
 
 DOCKER = ROOT / "docker"

@@ -37,6 +37,8 @@ TOKEN_MINUTES = 1
 DRIFT_RULES = rules.Thresholds(window="30s", hold="0s", min_rows=50, min_requests=5)
 STALLED = 50
 GATEWAY_REQUEST_TIMEOUT_S = 10  # docker/gateway/haproxy.cfg: timeout http-request
+# What the gateway holds whole before TorchServe sees a byte: one buffer (haproxy.cfg).
+BODY_HELD_BYTES = int(re.search(r"tune\.bufsize (\d+)", (ROOT / "docker/gateway/haproxy.cfg").read_text())[1])
 MARK = "@@readme-command-done@@"
 
 
@@ -292,7 +294,7 @@ def test_stalled_uploads_are_cut_by_the_gateway_and_cost_torchserve_nothing(depl
     socks = []
     for _ in range(STALLED):
         s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        s.sendall(head + b"\x89PNG" + b"\0" * 65536)  # then nothing more: a stalled upload
+        s.sendall(head + b"\x89PNG" + b"\0" * (BODY_HELD_BYTES // 2))  # then nothing more: a stalled upload
         socks.append(s)
     sent = time.monotonic()
     closed_after = []

@@ -5,8 +5,8 @@ TorchServe ends its workers with requests in flight when it is stopped (pytorch/
 and a gateway keeps sending to a replica until its health check fails. So on SIGTERM (docker
 stop, a scale-down, the old task of a rolling update) this process:
 
-1. writes the drain flag: the readiness port (what the Swarm gateway checks, every second)
-   and the container health check (`tsforge.server.health`) answer "not ready" from then on;
+1. writes the drain flag: the readiness port (what the gateway checks, every second, and the
+   container health check `tsforge.server.health` asks) answers "not ready" from then on;
 2. waits for the gateway to see it (its check interval x fall count, plus a margin);
 3. waits until TorchServe has neither received nor answered a request for QUIET_S (its
    counters, from the metrics API), at most MAX_DRAIN_S (inside Docker's 30 s grace). While a
@@ -14,7 +14,8 @@ stop, a scale-down, the old task of a rolling update) this process:
    a call well under QUIET_S (models/<name>.py), so a quiet QUIET_S means nothing is in flight;
 4. stops TorchServe.
 
-The readiness port answers GET /ready with 200 while TorchServe's own /ping does, else 503,
+The readiness port answers GET /ready with 200 once every model is loaded and while TorchServe's
+own /ping answers, else 503,
 and the Open Inference Protocol's health and metadata routes (tsforge.server.oip_status), which the
 gateway sends here.
 """
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,10 +37,10 @@ import requests
 from tsforge.paths import MODEL_STORE, RUN_DIR
 from tsforge.server import oip_status, torchserve
 from tsforge.server.client import healthy
+from tsforge.server.health import READY_PORT
 from tsforge.server.torchserve import Server
 
 FLAG = "draining"
-READY_PORT = 8083  # TSFORGE_READY_PORT moves it
 # docker/gateway/haproxy.cfg checks each replica every 1 s and takes it out after 2 failures.
 DETECT_S = 3.0
 QUIET_S = 2.0
@@ -79,6 +81,15 @@ class Pinger:
         return bool(self.started) and fresh and not draining(self.started[0].run_dir)
 
 
+class Quiet(ThreadingHTTPServer):
+    """A gateway's health check hangs up once it has read the status line: no stack trace on
+    stderr (Docker's log) for each reset, only for real errors."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def serve_readiness(
     started: list[Server], host: str, port: int = READY_PORT, store: Path = MODEL_STORE
 ) -> ThreadingHTTPServer:
@@ -114,7 +125,7 @@ def serve_readiness(
         def log_message(self, *args: object) -> None:  # one check a second: no log line each
             pass
 
-    httpd = ThreadingHTTPServer((host, port), Readiness)
+    httpd = Quiet((host, port), Readiness)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd
 

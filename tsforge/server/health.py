@@ -1,15 +1,30 @@
-"""The container health check: `python -m tsforge.server.health` exits 0 when TorchServe answers /ping
-and no drain has begun (tsforge.server.foreground).
+"""The container health check: `python -m tsforge.server.health` exits 0 when the replica's
+readiness port (tsforge.server.foreground) says ready: every model loaded, TorchServe answering
+/ping, no drain begun.
 
+The gateway checks the same port, so Docker's view and the gateway's agree: a bare /ping turned
+the container healthy while models were still loading, and the gateway answered 503 meanwhile.
 Separate from the CLI so that it imports neither torch nor the training code: it must answer
-well within the health check's timeout on a busy machine. The key is renewed when it expires.
+well within the health check's timeout on a busy machine.
 """
 
+import os
 import sys
+import urllib.request
 
-from tsforge.paths import RUN_DIR
-from tsforge.server.foreground import ready
-from tsforge.server.torchserve import server_for
+# Here, not in tsforge.server.foreground, which imports the codecs (NumPy, Pillow): this runs
+# every few seconds in each replica, and a bare interpreter with urllib starts in a fraction.
+READY_PORT = 8083  # TSFORGE_READY_PORT moves it
+
+
+def ready(timeout: float = 4.0) -> bool:
+    port = os.environ.get("TSFORGE_READY_PORT", READY_PORT)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=timeout) as answer:
+            return answer.status == 200
+    except (OSError, ValueError):  # refused, 503 (HTTPError), timed out
+        return False
+
 
 if __name__ == "__main__":
-    sys.exit(0 if ready(server_for(RUN_DIR)) else 1)
+    sys.exit(0 if ready() else 1)
