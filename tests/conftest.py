@@ -144,7 +144,8 @@ def running_torchserve(store: Path, run_dir: Path, models: list[str] | None = No
     """A real TorchServe on free loopback ports in `run_dir`; always stopped on exit."""
     ports = {key: torchserve.free_port() for key in torchserve.PORT_KEYS}
     try:
-        yield torchserve.start(models or [], run_dir=run_dir, model_store=store, ports=ports)
+        # request_log: tests read the batch sizes from the frontend's log (test_audio_served).
+        yield torchserve.start(models or [], run_dir=run_dir, model_store=store, ports=ports, request_log=True)
     finally:
         torchserve.stop(run_dir)
 

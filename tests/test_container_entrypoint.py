@@ -33,7 +33,10 @@ def test_serve_run_is_healthy_on_all_interfaces_and_stops_on_sigterm(built, tmp_
     ready_url = f"http://127.0.0.1:{env['TSFORGE_READY_PORT']}/ready"
     tsforge = str(Path(sys.executable).with_name("tsforge"))
     health = [tsforge, "serve", "health"]
+    # The image's HEALTHCHECK: the readiness port's view, which is the gateway's.
+    container_health = [sys.executable, "-m", "tsforge.server.health"]
     assert subprocess.run(health, env=env).returncode == 1  # nothing is running yet
+    assert subprocess.run(container_health, env=env).returncode == 1
     output = open(tmp_path / "serve-run.log", "w+")  # noqa: SIM115 (a file, not a pipe: it never fills up)
     proc = subprocess.Popen([tsforge, "serve", "run"], env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
     try:
@@ -55,6 +58,7 @@ def test_serve_run_is_healthy_on_all_interfaces_and_stops_on_sigterm(built, tmp_
         while requests.get(ready_url, timeout=5).status_code != 200:  # it listens from the start
             assert time.monotonic() < deadline, "the readiness port never said ready"
             time.sleep(0.2)
+        assert subprocess.run(container_health, env=env).returncode == 0
 
         # A planned stop under load: clients stop sending once /ready says 503 (as the gateway
         # does); every request they sent, before or during the drain, is answered.
@@ -85,6 +89,7 @@ def test_serve_run_is_healthy_on_all_interfaces_and_stops_on_sigterm(built, tmp_
             assert time.monotonic() - signalled < 2, "still ready 2 s after SIGTERM"
             time.sleep(0.1)
         assert subprocess.run(health, env=env).returncode == 1  # the container turns unhealthy too
+        assert subprocess.run(container_health, env=env).returncode == 1
         for c in clients:
             c.join()
         assert statuses and set(statuses) == {200} and not errors, (set(statuses), errors[:5])

@@ -33,6 +33,7 @@ WHEELHOUSE = DOCKER_DIR / "wheelhouse"
 ENV_FILE = DOCKER_DIR / ".env"  # read by docker-compose from the compose file's folder
 TRUSTED_DIR = DOCKER_DIR / "trusted"  # the public signing key compose mounts (git-ignored)
 SUITE = "bookworm"
+GATEWAY_CHECK_S = 2.0
 DAEMON_FLAGS = ("--userland-proxy=false",)
 UPSTREAM = {
     "python": "python:3.11-slim-bookworm",
@@ -289,6 +290,9 @@ def wait_healthy(service: str = "torchserve", timeout: float = 300.0, say=print)
         if ids:
             status = health(ids[0])
             if status == "healthy":
+                # The gateway checks the same readiness port once a second (haproxy.cfg: inter
+                # 1s, rise 1): wait out one check, so "healthy" also means "served through it".
+                time.sleep(GATEWAY_CHECK_S)
                 say(f"{service} is healthy")
                 return ids[0]
         time.sleep(2)

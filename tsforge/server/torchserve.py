@@ -170,8 +170,11 @@ def start(
     timeout: float = 180.0,
     console: bool = False,
     management_host: str | None = None,
+    request_log: bool = False,
 ) -> Server:
-    """Start TorchServe in the background, wait until every model has a ready worker."""
+    """Start TorchServe in the background, wait until every model has a ready worker.
+    `request_log`: the frontend's per-request and per-batch lines (worker metric lines, round
+    trips) in its log, as the bench's breakdown reads them; off, as shipped, they cost CPU."""
     # Imported here: the handler pulls in torch, which the health check must not wait for.
     from handlers.base import KEY_FILE_ENV
 
@@ -211,6 +214,7 @@ def start(
         "METRICS_LOCATION": str(run_dir / "logs"),
         # Workers inherit it: the handler serves the model card only to the management key.
         KEY_FILE_ENV: str((run_dir / KEY_FILE).resolve()),
+        "TSFORGE_REQUEST_LOG": "info" if request_log else "warn",  # log4j2.xml
     }
     if console:  # a container: its output goes to `docker logs`, which the log driver bounds
         proc = subprocess.Popen(cmd, cwd=run_dir, env=env, start_new_session=True)
