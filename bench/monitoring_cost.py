@@ -161,7 +161,7 @@ def table(figures: dict[str, Any] | None) -> list[str]:
     mon = ", ".join(f"{v:.0f}" for v in s.monitored)
     off = ", ".join(f"{v:.0f}" for v in s.unmonitored)
     paired = ", ".join(f"{v:.3f}" for v in s.paired)
-    verdict = "**met**" if s.ratio >= TARGET else "**missed**"
+    verdict = "**met**" if round(s.ratio, 3) >= TARGET else "**missed**"  # judged as printed
     lines = [
         f"Measured {figures['date']}.",
         "",
