@@ -111,10 +111,13 @@ def config_variant(overrides: dict[str, str], out: Path) -> Path:
 
 
 # Logging variants: the shipped log4j2.xml with one level changed.
+# Each variant: (text of log4j2.xml, its replacement) pairs. "Frontend at WARN" covers the
+# per-request loggers too, whatever TSFORGE_REQUEST_LOG the bench starts TorchServe with.
 LOG_VARIANTS = {
-    "access log off": ('<Logger name="ACCESS_LOG" level="info"', '<Logger name="ACCESS_LOG" level="off"'),
-    "frontend log at WARN": ('<Root level="info">', '<Root level="warn">'),
-}
+    "access log off": (('<Logger name="ACCESS_LOG" level="info"', '<Logger name="ACCESS_LOG" level="off"'),),
+    "frontend log at WARN": (('<Root level="info">', '<Root level="warn">'),
+                             ('level="${env:TSFORGE_REQUEST_LOG:-warn}"', 'level="warn"')),
+}  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -124,11 +127,12 @@ def log_config(variant: str | None, out: Path) -> Iterator[None]:
     if variant is None:
         yield
         return
-    old, new = LOG_VARIANTS[variant]
     text = LOG_CONFIG.read_text()
-    if old not in text:
-        raise RuntimeError(f"{LOG_CONFIG} has no {old!r}: the {variant!r} variant needs updating")
-    out.write_text(text.replace(old, new))
+    for old, new in LOG_VARIANTS[variant]:
+        if old not in text:
+            raise RuntimeError(f"{LOG_CONFIG} has no {old!r}: the {variant!r} variant needs updating")
+        text = text.replace(old, new)
+    out.write_text(text)
     saved, torchserve.LOG_CONFIG = torchserve.LOG_CONFIG, out
     try:
         yield

@@ -72,10 +72,9 @@ def served(
         run_dir = Path(tmp) / "run"
         startup = [] if registrations else [f"{m}.mar" for m in models]
         with baselines.log_config(log_variant, Path(tmp) / "log4j2.xml"):
-            # The breakdown reads the frontend's per-request lines, off as shipped (log4j2.xml),
-            # unless the point is about that log being off.
+            # The breakdown reads the frontend's per-request lines, off as shipped (log4j2.xml).
             server = torchserve.start(startup, run_dir=run_dir, model_store=store_dir, base_config=config, ports=ports,
-                                      request_log=log_variant != "frontend log at WARN")  # fmt: skip
+                                      request_log=True)  # fmt: skip
         try:
             for archive_name, params in (registrations or {}).items():
                 baselines.register(server, archive_name, **params)

@@ -23,7 +23,6 @@ gateway sends here.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import sys
@@ -37,7 +36,7 @@ import requests
 from tsforge.paths import MODEL_STORE, RUN_DIR
 from tsforge.server import oip_status, torchserve
 from tsforge.server.client import healthy
-from tsforge.server.health import READY_PORT
+from tsforge.server.health import READY_PORT, ready_port
 from tsforge.server.torchserve import Server
 
 FLAG = "draining"
@@ -173,7 +172,7 @@ def run(models: list[str], host: str | None = None, announce=print, management_h
     for stale in (RUN_DIR / torchserve.PID_FILE, RUN_DIR / "tmp" / ".model_server.pid", RUN_DIR / FLAG):
         stale.unlink(missing_ok=True)
     started: list[Server] = []
-    readiness = serve_readiness(started, host or "127.0.0.1", int(os.environ.get("TSFORGE_READY_PORT", READY_PORT)))
+    readiness = serve_readiness(started, host or "127.0.0.1", ready_port())
     try:
         started.append(torchserve.start(models, host=host, console=True, management_host=management_host))
     except BaseException:

@@ -17,10 +17,13 @@ import urllib.request
 READY_PORT = 8083  # TSFORGE_READY_PORT moves it
 
 
+def ready_port() -> int:
+    return int(os.environ.get("TSFORGE_READY_PORT", READY_PORT))
+
+
 def ready(timeout: float = 4.0) -> bool:
-    port = os.environ.get("TSFORGE_READY_PORT", READY_PORT)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=timeout) as answer:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ready_port()}/ready", timeout=timeout) as answer:
             return answer.status == 200
     except (OSError, ValueError):  # refused, 503 (HTTPError), timed out
         return False
