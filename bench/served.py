@@ -30,14 +30,21 @@ def knobs(shipped: ServingConfig, variant: ServingConfig | None) -> ServingConfi
 
 
 def variant_store(
-    root: Path, serving: ServingConfig | None, handler: Path = archive.HANDLER, every_runtime: bool = False
+    root: Path,
+    serving: ServingConfig | None,
+    handler: Path = archive.HANDLER,
+    every_runtime: bool = False,
+    only: tuple[str, ...] | None = None,
 ) -> Path:
     """The built archives, or the same exported files (and handler) with other settings: each
-    model's shipped runtime under its plain name, or `every_runtime` under its served names."""
-    if serving is None and handler == archive.HANDLER:
+    model's shipped runtime under its plain name, or `every_runtime` under its served names;
+    every model, or `only` those."""
+    if serving is None and handler == archive.HANDLER and only is None:
         return MODEL_STORE
     store = root / "store"
     for name, spec in SPECS.items():
+        if only is not None and name not in only:
+            continue
         for runtime in spec.formats if every_runtime else spec.formats[:1]:
             exported = build.exported_file(spec, ARTIFACTS / name, runtime)
             card = json.loads((exported.parent / build.MODEL_CARD).read_text())
@@ -58,12 +65,15 @@ def served(
     config: Path = CONFIG,
     log_variant: str | None = None,
     registrations: dict[str, dict[str, int]] | None = None,
+    with_breakdown: bool = True,
 ) -> list[Point]:
     """Every model of `models` under hey at each concurrency, on a TorchServe of its own.
 
     `store(tmp)` builds the archives (default: the shipped ones, or `serving` applied to
     them); `config`, `log_variant` and `registrations` (archive -> management API settings,
-    instead of --models) are the settings variants' knobs.
+    instead of --models) are the settings variants' knobs. `with_breakdown` turns on the
+    frontend's per-request log lines the breakdown reads: they cost the frontend CPU on every
+    request, so a point that compares configurations (the sweep) runs without them, as shipped.
     """
     points = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +84,7 @@ def served(
         with baselines.log_config(log_variant, Path(tmp) / "log4j2.xml"):
             # The breakdown reads the frontend's per-request lines, off as shipped (log4j2.xml).
             server = torchserve.start(startup, run_dir=run_dir, model_store=store_dir, base_config=config, ports=ports,
-                                      request_log=True)  # fmt: skip
+                                      request_log=with_breakdown)  # fmt: skip
         try:
             for archive_name, params in (registrations or {}).items():
                 baselines.register(server, archive_name, **params)
@@ -94,7 +104,9 @@ def served(
                     n = max(1.0, after["ts_inference_requests_total"] - before["ts_inference_requests_total"])
                     point.queue_ms = (after[COUNTERS[1]] - before[COUNTERS[1]]) / n / 1000
                     point.torchserve_ms = (after[COUNTERS[2]] - before[COUNTERS[2]]) / n / 1000
-                    point.breakdown = breakdown.breakdown(point.mean_ms, point.torchserve_ms, point.queue_ms, logged)
+                    if with_breakdown:
+                        point.breakdown = breakdown.breakdown(point.mean_ms, point.torchserve_ms, point.queue_ms,
+                                                              logged)  # fmt: skip
                     point.worker_rss_mib = worst.largest_rss(worst.worker_pids(server, model)) / 2**20
                     points.append(point)
         finally:
@@ -102,7 +114,8 @@ def served(
     return points
 
 
-def floor(concurrencies, seconds: float, log, runtime: str | None = None, serving=None) -> list[Point]:
+def floor(concurrencies, seconds: float, log, runtime: str | None = None, serving=None,
+          with_breakdown: bool = True) -> list[Point]:  # fmt: skip
     """The minimal TorchServe handler on the same exported digits file, same settings (the
     shipped ones, or `runtime`'s file with `serving`'s knobs)."""
     spec = SPECS["digits"]
@@ -111,7 +124,8 @@ def floor(concurrencies, seconds: float, log, runtime: str | None = None, servin
     def store(tmp: Path) -> Path:
         return baselines.floor_archive(exported, serving or spec.serving, tmp / "store").parent
 
-    return served("floor", "minimal TorchServe handler", [FLOOR], concurrencies, seconds, log, store=store)
+    return served("floor", "minimal TorchServe handler", [FLOOR], concurrencies, seconds, log, store=store,
+                  with_breakdown=with_breakdown)  # fmt: skip
 
 
 COUNTERS = ("ts_inference_requests_total", "ts_queue_latency_microseconds", "ts_inference_latency_microseconds")

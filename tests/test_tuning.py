@@ -44,6 +44,17 @@ def test_the_choice_is_the_most_throughput_whose_single_request_latency_stays_ne
         tuning.choose(points, "wine")
 
 
+def test_digits_single_request_target_is_judged_like_for_like_and_as_printed():
+    chosen = {"digits": {"p50_ms": 7.3}}
+    alone = tuning.single_request_line({"chosen": chosen, "digits_alone_p50_ms": 4.704, "floor_p50_ms": 4.7})
+    assert "p50 4.70 ms" in alone and "4.70 ms (median of 3 alternating rounds" in alone and alone.endswith(": met")
+    slower = tuning.single_request_line({"chosen": chosen, "digits_alone_p50_ms": 5.21, "floor_p50_ms": 4.7})
+    assert slower.endswith("missed (≤ the floor's, over by 0.51 ms)")
+    # A run from before the rounds: the sweep's figure, named as such.
+    old = tuning.single_request_line({"chosen": chosen, "floor_p50_ms": 4.7})
+    assert "p50 7.30 ms" in old and "with every archive loaded" in old and "over by 2.60 ms" in old
+
+
 def test_the_registry_ships_the_recorded_choice_under_the_plain_name():
     recorded = json.loads(registry.TUNED.read_text())["models"]
     assert set(recorded) == set(SPECS)
