@@ -48,8 +48,8 @@ def measure(body: Path, content_type: str, seconds: float, log: Callable[[str], 
     """Per deployment, two points of `MODEL` at CONCURRENCY: served directly, and through it.
 
     The direct server and the deployment run side by side (the idle one costs little) and are
-    loaded in turn, ROUNDS times each: this machine's speed drifts by a third between 10 s
-    points, and alternating short rounds takes that drift out of the ratio.
+    loaded in turn, ROUNDS times each (A B B A ...): this machine's speed drifts by a third
+    between 10 s points, and alternating short rounds takes that drift out of the ratio.
     """
     containers.ensure_engine()
     images, _ = containers.build_all(say=log)
@@ -71,8 +71,11 @@ def alternate(paths: dict[str, tuple[str, str]], body: Path, content_type: str, 
         hey(url, body, content_type, key, CONCURRENCY, WARM_S)
     latencies: dict[str, list[float]] = {name: [] for name in paths}
     errors = dict.fromkeys(paths, 0)
-    for _ in range(ROUNDS):
-        for name, (url, key) in paths.items():
+    for round_ in range(ROUNDS):
+        # In turns A B, then B A: a drift that slows the machine across a round costs each
+        # path the same, where always measuring the deployment second would charge it to it.
+        order = list(paths.items()) if round_ % 2 == 0 else list(paths.items())[::-1]
+        for name, (url, key) in order:
             ms, failed = hey(url, body, content_type, key, CONCURRENCY, seconds)
             latencies[name] += ms
             errors[name] += failed

@@ -78,10 +78,27 @@ def select_device(gpu_id: int | None, cuda_available: bool) -> torch.device:
     return torch.device("cpu")
 
 
+class DropPerBatchLine(logging.Filter):
+    """TorchServe's worker logs "Backend received inference at: <time>" at INFO for every batch
+    (ts.protocol.otf_message_handler); the frontend reads it off the worker's stdout and writes
+    it to model_log.log. Measured with py-spy on a movielens worker at c=32: 4 % of its CPU,
+    then the frontend's and the disk's share. Nothing reads it; other lines pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and str(record.msg).startswith("Backend received inference"))
+
+
+def quiet_per_batch_lines() -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, DropPerBatchLine) for f in handler.filters):
+            handler.addFilter(DropPerBatchLine())
+
+
 class BatchHandler:
     """Decodes each request with the archive's codec, runs one forward pass, encodes each answer."""
 
     def initialize(self, context: Any) -> None:
+        quiet_per_batch_lines()
         props = context.system_properties
         self.model_name = context.model_name
         # Every answer names the archive version that made it (a header, so JSON and OIP

@@ -202,3 +202,20 @@ def test_every_model_answers_its_example_alone_in_a_batch_and_over_the_protocol(
         assert len(o["shape"]) == len(declared) and all(d in (-1, g) for d, g in zip(declared, o["shape"], strict=True))
         if spec.contract.kind != "audio":
             assert o["shape"][0] == rows
+
+
+def test_the_worker_drops_torchserves_per_batch_info_line_and_keeps_the_rest():
+    """TorchServe's "Backend received inference" line (every batch) costs CPU and disk and is
+    read by nothing; warnings, errors and the metric lines the frontend parses still pass."""
+    import logging
+
+    from handlers.base import DropPerBatchLine
+
+    def record(level, msg):
+        return logging.LogRecord("root", level, __file__, 1, msg, (), None)
+
+    keep = DropPerBatchLine().filter
+    assert not keep(record(logging.INFO, "Backend received inference at: %d"))
+    assert keep(record(logging.WARNING, "Backend received inference at: %d"))
+    assert keep(record(logging.INFO, "[METRICS]HandlerBatches.Count:1|#ModelName:digits"))
+    assert keep(record(logging.INFO, "Torch worker started."))
