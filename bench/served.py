@@ -19,6 +19,9 @@ from tsforge.packaging import archive, build
 from tsforge.paths import ARTIFACTS, CONFIG, MODEL_STORE
 from tsforge.server import torchserve
 
+# A server's warm-up at full load, in points' durations (bench.points: seconds per point).
+WARM_POINTS = 2
+
 
 def knobs(shipped: ServingConfig, variant: ServingConfig | None) -> ServingConfig:
     """TorchServe's knobs from the variant; the model's own limits and pass cost stay (they are
@@ -89,6 +92,12 @@ def served(
             for archive_name, params in (registrations or {}).items():
                 baselines.register(server, archive_name, **params)
             key = server.keys()["inference"]
+            # The frontend's JVM, just started, spends several times the CPU a request it will
+            # once compiled (bench/deployments.py): without this the first model of each server
+            # was measured cold and the next ones warm, and a sweep preferred whatever came second.
+            path, content_type = BODIES[MODEL_BEHIND[models[0]]]
+            hey(f"{server.inference_url}/predictions/{models[0]}", path, content_type, key, max(concurrencies),
+                WARM_POINTS * seconds)  # fmt: skip
             for model in models:
                 path, content_type = BODIES[MODEL_BEHIND[model]]
                 url = f"{server.inference_url}/predictions/{model}"
