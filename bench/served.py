@@ -107,13 +107,13 @@ def served(
                     before, offset = ts_counters(server, model), breakdown.log_offset(server.log_file)
                     point = hey_point(stage, model, setting, url, path, content_type, key, c, seconds)
                     after = ts_counters(server, model)
-                    with open(server.log_file, "rb") as f:
-                        f.seek(offset)
-                        logged = breakdown.parse(f.read().decode(errors="replace"), model)
                     n = max(1.0, after["ts_inference_requests_total"] - before["ts_inference_requests_total"])
                     point.queue_ms = (after[COUNTERS[1]] - before[COUNTERS[1]]) / n / 1000
                     point.torchserve_ms = (after[COUNTERS[2]] - before[COUNTERS[2]]) / n / 1000
-                    if with_breakdown:
+                    if with_breakdown:  # the log lines exist only then
+                        with open(server.log_file, "rb") as f:
+                            f.seek(offset)
+                            logged = breakdown.parse(f.read().decode(errors="replace"), model)
                         point.breakdown = breakdown.breakdown(point.mean_ms, point.torchserve_ms, point.queue_ms,
                                                               logged)  # fmt: skip
                     point.worker_rss_mib = worst.largest_rss(worst.worker_pids(server, model)) / 2**20

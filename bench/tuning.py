@@ -216,6 +216,7 @@ INPROCESS_BAR = {"efficientnet_lite0": 0.8, "silero_vad": 0.8, "movielens": 0.8}
 
 
 def verdict(ratio: float, bar: float) -> str:
+    ratio = round(ratio, 2)  # judged as printed, like the report's verdicts
     return f"met (≥ {bar:g}×)" if ratio >= bar else f"missed (< {bar:g}×, short by {bar - ratio:.2f})"
 
 
