@@ -112,7 +112,7 @@ def served(seconds: float, rounds: int, log, store: Path, artifacts: Path) -> Se
 def in_process(seconds: float, rounds: int, store: Path) -> list[InProcessCost]:
     """Each model's handler with and without its monitor in alternating phases: the request
     path's time per worker call, and the counting (`Monitor.take`, which a worker's flusher
-    runs every 2 s) per worker call it covered."""
+    runs every FLUSH_SECONDS) per worker call it covered."""
     costs = []
     for name, spec in SPECS.items():
         batch = spec.serving.batch_size

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from bench import baselines, breakdown, worst
 from bench.baselines import FLOOR
 from bench.inprocess import BODIES, MODEL_BEHIND
 from bench.points import Point, hey, hey_point
+from handlers.base import FLUSH_SECONDS
 from models.registry import SPECS
 from training.specs import ServingConfig
 from tsforge.packaging import archive, build
@@ -21,6 +23,9 @@ from tsforge.server import torchserve
 
 # A server's warm-up at full load, in points' durations (bench.points: seconds per point).
 WARM_POINTS = 2
+# A breakdown point waits this long before and after its load: the workers send their batch
+# sums once every FLUSH_SECONDS, and the frontend logs what they send a moment later.
+SETTLE_S = FLUSH_SECONDS + 0.5
 
 
 def knobs(shipped: ServingConfig, variant: ServingConfig | None) -> ServingConfig:
@@ -104,13 +109,16 @@ def served(
                 hey(url, path, content_type, key, 4, 1)  # warm-up: first requests load lazily
                 for c in concurrencies:
                     log(f"{stage} {setting}: {model} at concurrency {c}")
+                    if with_breakdown:  # what the workers sum for earlier load is sent before the offset
+                        time.sleep(SETTLE_S)
                     before, offset = ts_counters(server, model), breakdown.log_offset(server.log_file)
                     point = hey_point(stage, model, setting, url, path, content_type, key, c, seconds)
                     after = ts_counters(server, model)
                     n = max(1.0, after["ts_inference_requests_total"] - before["ts_inference_requests_total"])
                     point.queue_ms = (after[COUNTERS[1]] - before[COUNTERS[1]]) / n / 1000
                     point.torchserve_ms = (after[COUNTERS[2]] - before[COUNTERS[2]]) / n / 1000
-                    if with_breakdown:  # the log lines exist only then
+                    if with_breakdown:  # the log lines exist only then; this load's sums, once sent
+                        time.sleep(SETTLE_S)
                         with open(server.log_file, "rb") as f:
                             f.seek(offset)
                             logged = breakdown.parse(f.read().decode(errors="replace"), model)

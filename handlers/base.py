@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from handlers import contracts, oip, runtime, scheduling
+from handlers.batch_metrics import BatchTally
 from handlers.codec import (
     BINARY_HEADER,
     Decoded,
@@ -45,9 +46,10 @@ MODEL_CARD = "model_card.json"
 # Measured on 2 cores (README, "Worker threads"): one intra-op thread per worker wins once
 # requests arrive concurrently, since TorchServe's batching already fills both cores.
 DEFAULT_THREADS = 1
-# How often a worker sends its monitoring counts to the frontend: a few metric lines every
-# few seconds, whatever the traffic, instead of lines on every request (README, "Monitoring").
-FLUSH_SECONDS = 2.0
+# How often a worker sends its batch figures and monitoring counts to the frontend: a few
+# metric lines a second, whatever the traffic, instead of lines on every batch or request
+# (handlers.batch_metrics; README, "Monitoring").
+FLUSH_SECONDS = 1.0
 
 
 def is_management_describe(context: Any) -> bool:
@@ -120,7 +122,8 @@ class BatchHandler:
             self.card = json.load(f)
         profile = self.card.get("reference_profile")
         self.monitor = Monitor(profile, self.contract, self.codec.input_signals) if profile else None
-        if self.monitor is not None and context.metrics is not None:
+        self.tally = BatchTally()
+        if context.metrics is not None:  # None in-process, without TorchServe's metrics cache
             threading.Thread(target=self._send_counts, args=(context.metrics,), daemon=True).start()
         self.initialized = True
 
@@ -172,10 +175,8 @@ class BatchHandler:
                 responses[job.index] = self._failed(context, job.index, "inference_failed", error)
         self._observe(answered)
         if served:
-            self._count(context, "Batches", "BatchSize", str(len(served)))
-            self._time(context, "PreprocessMs", decoded_at - started)
-            self._time(context, "InferenceMs", inferred_at - decoded_at)
-            self._time(context, "PostprocessMs", time.perf_counter() - inferred_at)
+            stages = (decoded_at - started, inferred_at - decoded_at, time.perf_counter() - inferred_at)
+            self.tally.add(len(served), stages)
         return responses
 
     def _forward(self, jobs: list[Job[Decoded]]) -> list[np.ndarray]:
@@ -197,8 +198,22 @@ class BatchHandler:
             logger.exception("monitoring could not count a batch (its answers went out as usual)")
 
     def _send_counts(self, metrics: Any) -> None:
-        """The worker's monitoring thread: the reference shares and every series at zero once (so
-        Prometheus sees each bucket from the start), then the counts every FLUSH_SECONDS."""
+        """The worker's metrics thread: the monitoring reference shares and every series at zero
+        once (so Prometheus sees each bucket from the start), then every FLUSH_SECONDS the batch
+        figures and the monitoring counts gathered since."""
+        if self.monitor is not None:
+            self._send_reference(metrics)
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            try:
+                for name, size, value in self.tally.take():
+                    self._emit(metrics, name, value, BatchSize=str(size))
+                if self.monitor is not None:
+                    self._send(metrics, self.monitor.take())
+            except Exception:
+                logger.exception("batch figures or monitoring counts could not be sent")
+
+    def _send_reference(self, metrics: Any) -> None:
         monitor = self.monitor
         for (side, signal, bucket), share in monitor.reference():
             self._emit(
@@ -211,12 +226,6 @@ class BatchHandler:
             self._emit(metrics, "MonitorConfidenceSum", 0.0)
         for outcome in OUTCOMES:
             self._emit(metrics, "MonitorRequests", 0, Outcome=outcome)
-        while True:
-            time.sleep(FLUSH_SECONDS)
-            try:
-                self._send(metrics, monitor.take())
-            except Exception:
-                logger.exception("monitoring counts could not be sent")
 
     def _send(self, metrics: Any, counts: Counts) -> None:
         for (side, signal, bucket), rows in counts.rows.items():
@@ -290,8 +299,3 @@ class BatchHandler:
         from ts.metrics.dimension import Dimension
 
         context.metrics.add_counter(f"Handler{name}", 1, None, [Dimension(dimension, value)])
-
-    @staticmethod
-    def _time(context: Any, name: str, seconds: float) -> None:
-        if context.metrics is not None:
-            context.metrics.add_time(f"Handler{name}", seconds * 1000.0, None, "ms")

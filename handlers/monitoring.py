@@ -33,7 +33,7 @@ OUTCOMES = ("answered", "rejected", "failed")
 MAX_CLASS_BUCKETS = 20
 # Top-1 probability buckets: fixed, since a good model's confidences crowd near 1.
 CONFIDENCE_EDGES = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
-# Model rows a worker keeps between counts (handlers.base counts every 2 s): about 5,000
+# Model rows a worker keeps between counts (handlers.base counts every FLUSH_SECONDS): about 5,000
 # digits, or 27 photos of 224 x 224; a busier worker counts on the request path instead.
 MAX_PENDING_BYTES = 16 * 1024 * 1024
 # Added to every bucket count before shares are taken, reference and live alike (Jeffreys'

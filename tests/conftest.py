@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -115,6 +116,19 @@ def same_answer(a: dict, b: dict, tolerance: float = 1e-5) -> bool:
     if "label" in a:
         return a["label"] == b["label"] and a["probabilities"] == pytest.approx(b["probabilities"], abs=tolerance)
     return a["prediction"] == pytest.approx(b["prediction"], abs=max(tolerance, 1e-4))
+
+
+def metrics_until(server: torchserve.Server, done, timeout: float = 15.0) -> str:
+    """The Prometheus page once `done(text)` holds: workers send their batch figures and
+    monitoring counts once a second (handlers.base.FLUSH_SECONDS), not with each answer."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
+        if done(text) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -341,7 +341,7 @@ def test_drift_alerts_through_the_gateway_silent_on_held_out_digits_firing_on_in
         lambda: {"Authorization": f"Bearer {deployment.key()}"},
         drift_firing,
         ("digits",),
-        settle_s=15,  # a flush (2 s), a scrape and an evaluation (5 s each)
+        settle_s=15,  # a flush (1 s), a scrape and an evaluation (5 s each)
     )
     print(f"compose: input drift fired for digits {took:.0f} s after the shift (window {DRIFT_RULES.window})")
 

@@ -219,3 +219,42 @@ def test_the_worker_drops_torchserves_per_batch_info_line_and_keeps_the_rest():
     assert keep(record(logging.WARNING, "Backend received inference at: %d"))
     assert keep(record(logging.INFO, "[METRICS]HandlerBatches.Count:1|#ModelName:digits"))
     assert keep(record(logging.INFO, "Torch worker started."))
+
+
+def test_batch_figures_leave_the_worker_summed_once_a_second_not_per_batch(built, tmp_path):
+    """handle() only adds to the batch sums; the worker's metrics thread sends them by batch
+    size, a line per size and figure each FLUSH_SECONDS, whatever the number of batches."""
+    import time
+
+    from handlers.base import FLUSH_SECONDS
+    from handlers.batch_metrics import BATCHES, STAGES
+
+    class Metrics:  # TorchServe's metrics cache, as the handler calls it
+        def __init__(self):
+            self.sent = []
+
+        def add_counter(self, name, value, idx=None, dimensions=()):
+            self.sent.append((name, value, {d.name: d.value for d in dimensions}))
+
+        def add_metric(self, name, value, unit, idx=None, dimensions=(), metric_type=None):
+            self.sent.append((name, value, {d.name: d.value for d in dimensions}))
+
+    model_dir = built.unpacked("digits", tmp_path / "digits")
+    manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text())
+    config = yaml.safe_load((model_dir / "model-config.yaml").read_text())
+    metrics = Metrics()
+    ctx = Context("digits", str(model_dir), manifest, 8, None, "0.12.0", metrics=metrics, model_yaml_config=config)
+    handler = Handler()
+    handler.initialize(ctx)
+    body = {"body": (EXAMPLES / "mnist-3.png").read_bytes()}
+    for _ in range(20):
+        run(handler, ctx, [body] * 3, [{"content-type": "image/png"}] * 3)
+    run(handler, ctx, [body] * 2, [{"content-type": "image/png"}] * 2)
+    time.sleep(2.5 * FLUSH_SECONDS)
+    batch_lines = [(value, dims) for name, value, dims in metrics.sent if name == BATCHES]
+    assert {size: sum(v for v, d in batch_lines if d["BatchSize"] == size) for size in ("2", "3")} == {"2": 1, "3": 20}
+    assert len(batch_lines) <= 4  # one line per size and send, not one per batch
+    assert all(d["ModelName"] == "digits" and d["Version"] == handler.model_version for _, d in batch_lines)
+    for stage in STAGES:
+        spent = {d["BatchSize"]: v for name, v, d in metrics.sent if name == stage}
+        assert set(spent) == {"2", "3"} and all(ms > 0 for ms in spent.values()), stage

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from models.registry import SPECS
-from tests.conftest import running_torchserve
+from tests.conftest import metrics_until, running_torchserve
 from tsforge.packaging import archive, build, signing
 from tsforge.paths import CONFIG, EXAMPLES
 from tsforge.server import torchserve
@@ -260,13 +260,15 @@ def test_a_model_that_fails_on_one_request_fails_only_that_request_in_a_concurre
     assert failed["error"] == "inference_failed" and "0xdeadbeef" not in answers[3].text
     log = server.log_file.parent / "model_log.log"
     assert failed["request_id"] in log.read_text() and "0xdeadbeef" in log.read_text()
-    metrics = requests.get(server.metrics_url + "/metrics", timeout=10).text.splitlines()
-    shared = [
-        x
-        for x in metrics
-        if x.startswith("HandlerBatches{") and 'ModelName="failing"' in x and 'BatchSize="1"' not in x
-    ]
-    assert shared, "the requests never shared a batch: nothing was isolated"
+
+    def shared(text: str) -> list[str]:
+        return [
+            x
+            for x in text.splitlines()
+            if x.startswith("HandlerBatches{") and 'ModelName="failing"' in x and 'BatchSize="1"' not in x
+        ]
+
+    assert shared(metrics_until(server, shared)), "the requests never shared a batch: nothing was isolated"
 
 
 def test_a_corrupt_or_truncated_archive_fails_clearly_and_others_keep_serving(server, store):
@@ -310,7 +312,7 @@ def test_prometheus_counters_move_with_traffic(server):
     for _ in range(5):
         c.predict_file("diabetes", EXAMPLES / "diabetes.json")
     assert count() >= before + 5
-    text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
+    text = metrics_until(server, lambda text: "HandlerInferenceMs{" in text)
     for name in (
         "ts_inference_latency_microseconds",
         "ts_queue_latency_microseconds",

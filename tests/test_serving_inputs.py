@@ -9,6 +9,7 @@ import pytest
 import requests
 from PIL import Image
 
+from tests.conftest import metrics_until
 from tsforge.paths import EXAMPLES
 
 pytestmark = pytest.mark.integration
@@ -142,13 +143,16 @@ def test_concurrent_traffic_with_bad_requests_forms_batches_and_answers_each(ser
             assert r.json()["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
         else:
             assert r.json()["error"] == "unsupported_image"
-    metrics = requests.get(f"{served.metrics_url}/metrics", timeout=10).text
-    sizes = [
-        int(line.split('BatchSize="')[1].split('"')[0])
-        for line in metrics.splitlines()
-        if line.startswith("HandlerBatches{") and 'ModelName="digits"' in line
-    ]
-    assert sizes and max(sizes) > 1, metrics[:2000]
+
+    def sizes(text: str) -> list[int]:
+        return [
+            int(line.split('BatchSize="')[1].split('"')[0])
+            for line in text.splitlines()
+            if line.startswith("HandlerBatches{") and 'ModelName="digits"' in line
+        ]
+
+    metrics = metrics_until(served, lambda text: max(sizes(text), default=0) > 1)
+    assert max(sizes(metrics), default=0) > 1, metrics[:2000]
     assert "HandlerRejectedRequests{" in metrics and 'Reason="unsupported_image"' in metrics
     for name in ("HandlerPreprocessMs", "HandlerInferenceMs", "HandlerPostprocessMs"):
         assert name in metrics
