@@ -23,8 +23,8 @@ from tsforge.server import torchserve
 
 # A server's warm-up at full load, in points' durations (bench.points: seconds per point).
 WARM_POINTS = 2
-# A breakdown point waits this long before and after its load: the workers send their batch
-# sums once every FLUSH_SECONDS, and the frontend logs what they send a moment later.
+# A breakdown point's window opens and closes this long after any load: the workers send their
+# batch sums once every FLUSH_SECONDS, and the frontend logs what they send a moment later.
 SETTLE_S = FLUSH_SECONDS + 0.5
 
 
@@ -107,10 +107,10 @@ def served(
                 path, content_type = BODIES[MODEL_BEHIND[model]]
                 url = f"{server.inference_url}/predictions/{model}"
                 hey(url, path, content_type, key, 4, 1)  # warm-up: first requests load lazily
+                if with_breakdown:  # the warm-ups' batch sums are sent before a point's window opens
+                    time.sleep(SETTLE_S)
                 for c in concurrencies:
                     log(f"{stage} {setting}: {model} at concurrency {c}")
-                    if with_breakdown:  # what the workers sum for earlier load is sent before the offset
-                        time.sleep(SETTLE_S)
                     before, offset = ts_counters(server, model), breakdown.log_offset(server.log_file)
                     point = hey_point(stage, model, setting, url, path, content_type, key, c, seconds)
                     after = ts_counters(server, model)
@@ -118,7 +118,7 @@ def served(
                     point.queue_ms = (after[COUNTERS[1]] - before[COUNTERS[1]]) / n / 1000
                     point.torchserve_ms = (after[COUNTERS[2]] - before[COUNTERS[2]]) / n / 1000
                     if with_breakdown:  # the log lines exist only then; this load's sums, once sent
-                        time.sleep(SETTLE_S)
+                        time.sleep(SETTLE_S)  # (so the next point's window opens after them too)
                         with open(server.log_file, "rb") as f:
                             f.seek(offset)
                             logged = breakdown.parse(f.read().decode(errors="replace"), model)

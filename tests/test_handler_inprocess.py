@@ -25,11 +25,11 @@ from tsforge.paths import EXAMPLES
 RUNTIMES = ["torchscript", "onnx"]  # the formats digits and diabetes declare
 
 
-def load(built, name, tmp_path):
+def load(built, name, tmp_path, metrics=None):
     model_dir = built.unpacked(name, tmp_path / name)
     manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text())
     config = yaml.safe_load((model_dir / "model-config.yaml").read_text())
-    ctx = Context(name, str(model_dir), manifest, 8, None, "0.12.0", model_yaml_config=config)
+    ctx = Context(name, str(model_dir), manifest, 8, None, "0.12.0", metrics=metrics, model_yaml_config=config)
     handler = Handler()
     handler.initialize(ctx)
     return handler, ctx
@@ -239,13 +239,8 @@ def test_batch_figures_leave_the_worker_summed_once_a_second_not_per_batch(built
         def add_metric(self, name, value, unit, idx=None, dimensions=(), metric_type=None):
             self.sent.append((name, value, {d.name: d.value for d in dimensions}))
 
-    model_dir = built.unpacked("digits", tmp_path / "digits")
-    manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text())
-    config = yaml.safe_load((model_dir / "model-config.yaml").read_text())
     metrics = Metrics()
-    ctx = Context("digits", str(model_dir), manifest, 8, None, "0.12.0", metrics=metrics, model_yaml_config=config)
-    handler = Handler()
-    handler.initialize(ctx)
+    handler, ctx = load(built, "digits", tmp_path, metrics)
     body = {"body": (EXAMPLES / "mnist-3.png").read_bytes()}
     for _ in range(20):
         run(handler, ctx, [body] * 3, [{"content-type": "image/png"}] * 3)
