@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tsforge.cli.parser import glue_key_values, parser
 from tsforge.paths import CONFIG, EXAMPLES, ROOT
 from tsforge.server import client, torchserve
 
@@ -75,3 +76,23 @@ def test_make_clean_on_a_fresh_clone_sets_nothing_up(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "bootstrap" not in done.stdout + done.stderr and not (tmp_path / ".venv").exists()
     assert not (tmp_path / "artifacts").exists() and not list((tmp_path / "model_store").glob("*.mar"))
+
+
+@pytest.mark.parametrize("key", ["-Xa1b2c3", "--b2c3d", "plainKey"])
+def test_a_key_that_starts_with_a_dash_is_taken_as_the_keys_value(key):
+    """TorchServe's keys are URL-safe base64: one in 64 starts with "-" and must still parse."""
+    for argv, field in (
+        (["verify", "http://127.0.0.1:1", "--inference-key", key], "inference_key"),
+        (["models", "list", "--management-key", key, "--api-key", key], "management_key"),
+        (["predict", "--model", "digits", "--inference-key", key, "x.png"], "inference_key"),
+    ):
+        assert getattr(parser().parse_args(glue_key_values(argv)), field) == key, argv
+
+
+@pytest.mark.integration
+def test_verify_against_an_endpoint_nobody_serves_says_so_in_one_line(built, stopped):
+    r = tsforge(["verify", "http://127.0.0.1:1", "--store", str(built.store), "--inference-key", "-Xa1b2c3"], stopped)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "error: http://127.0.0.1:1 is not reachable: start the server (`make serve` or `make up`), or pass its URL"
+    ]

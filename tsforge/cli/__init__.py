@@ -8,7 +8,7 @@ import importlib
 import sys
 
 from training.errors import BuildStopped, GateFailed
-from tsforge.cli.parser import parser
+from tsforge.cli.parser import glue_key_values, parser
 from tsforge.deploy.containers import DockerError
 from tsforge.monitoring.watch import MonitorError
 from tsforge.packaging.signing import SignatureError
@@ -20,7 +20,7 @@ from tsforge.server.verify import Disagreement
 def main(argv: list[str] | None = None) -> int:
     """Parse, then import and run only the chosen verb's module: `tsforge serve key` or
     `--help` never load torch or a model."""
-    args = parser().parse_args(argv)
+    args = parser().parse_args(glue_key_values(sys.argv[1:] if argv is None else argv))
     module, function = args.verb
     try:
         getattr(importlib.import_module(f"tsforge.cli.{module}"), function)(args)

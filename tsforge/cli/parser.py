@@ -71,6 +71,20 @@ MODELS, RUNTIMES, SERVED = Deferred(_models), Deferred(_runtimes), Deferred(_ser
 MODEL_HELP = "one of %(choices)s (default: all)"
 
 
+KEY_OPTIONS = ("--inference-key", "--management-key", "--api-key")
+
+
+def glue_key_values(argv: list[str]) -> list[str]:
+    """`--inference-key -Xa1b2c3` -> `--inference-key=-Xa1b2c3`. TorchServe's keys are URL-safe
+    base64, so one in 64 starts with "-", which argparse would take for an option and refuse."""
+    glued: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        value = next(args, None) if arg in KEY_OPTIONS else None
+        glued.append(arg if value is None else f"{arg}={value}")
+    return glued
+
+
 def parser() -> argparse.ArgumentParser:
     """Each verb's arguments and `verb`: (module in tsforge/cli/, function), imported only when run."""
     p = argparse.ArgumentParser(

@@ -85,6 +85,10 @@ def replay(url: str, archive: Path, doc: dict[str, Any], key: str | None, timeou
             headers=headers,
             timeout=timeout,
         )
+    except requests.ConnectionError:  # nothing listens: no archive's replay can say more
+        raise Disagreement(
+            f"{url} is not reachable: start the server (`make serve` or `make up`), or pass its URL"
+        ) from None
     except requests.RequestException as e:
         outcome.problems.append(f"no answer from {url}: {type(e).__name__}: {str(e)[:200]}")
         return outcome
