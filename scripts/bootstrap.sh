@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent first-use setup for `make demo` / `make test`: a Java 17+ runtime and
+# Idempotent first-use setup for `make demo` / `make test`: a Java 17+ JDK and
 # docker-compose (apt-get) when missing, and .venv with the pinned packages of pyproject.toml.
 # Re-runs are no-ops until pyproject.toml changes.
 set -euo pipefail
@@ -11,6 +11,8 @@ java_ok() { command -v java >/dev/null && java -version 2>&1 | grep -Eq 'version
 # prometheus for the monitoring tests.
 missing=()
 java_ok || missing+=(openjdk-17-jre-headless)
+# javac compiles the frontend class behind the Open Inference Protocol's health routes (frontend/).
+command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v hey >/dev/null || missing+=(hey)  # the HTTP load generator of `make bench`
 command -v promtool >/dev/null || missing+=(prometheus)  # the monitoring rules' tests (promtool, a live Prometheus)

@@ -1,39 +1,31 @@
-"""The Open Inference Protocol's health and metadata routes (tsforge.server.oip_status), answered by
-the container's readiness port beside a real TorchServe, read by tritonclient itself.
+"""The Open Inference Protocol's health and metadata routes, answered on a real TorchServe's own
+inference port (frontend/OpenInferenceProtocolRequestHandler.java, put in place by
+tsforge.server.frontend at each start), read by tritonclient itself.
 
 Through the gateway, with infer on the same address, in tests/test_docker_live.py.
 """
 
 from __future__ import annotations
 
+import json
+import zipfile
+
 import pytest
 import requests
 
 from models.registry import SPECS
 from tests.conftest import HISTORY, served_name
-from tsforge.deploy import containers
 from tsforge.packaging import build
-from tsforge.server import foreground, torchserve
+from tsforge.packaging.archive import OIP_METADATA
+from tsforge.server import foreground
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def routes(served, built):
-    """The readiness port of tsforge.server.foreground on a free loopback port, over `served`."""
-    port = torchserve.free_port()
-    httpd = foreground.serve_readiness([served], "127.0.0.1", port, store=built.store)
-    try:
-        # As a gateway does: wait for the first answered /ping before sending anything.
-        containers.wait_until("the readiness port's first ready", lambda: _ready(port), timeout=30)
-        yield f"127.0.0.1:{port}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-def _ready(port: int) -> bool:
-    return requests.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200
+def routes(served):
+    """host:port of TorchServe's inference API, as tritonclient takes it."""
+    return served.inference_url.removeprefix("http://")
 
 
 def triton(url):
@@ -79,7 +71,6 @@ def test_every_archive_declares_the_tensors_its_codec_answers(routes, served, bu
     import tritonclient.http
 
     client = triton(routes)
-    infer = triton(served.inference_url.removeprefix("http://"))
     for archive in build.SERVED:
         meta = client.get_model_metadata(archive, headers=served.headers())
         (declared,) = meta["inputs"]
@@ -95,7 +86,7 @@ def test_every_archive_declares_the_tensors_its_codec_answers(routes, served, bu
         else:
             tensor.set_data_from_numpy(np.full(shape, 0.25, np.float32))
         asked = [tritonclient.http.InferRequestedOutput(o["name"]) for o in meta["outputs"]]  # optional ones too
-        answer = infer.infer(archive, [tensor], outputs=asked, headers=served.headers())
+        answer = client.infer(archive, [tensor], outputs=asked, headers=served.headers())  # the same address
         for output in meta["outputs"]:
             got = answer.get_output(output["name"])
             assert got is not None and got["datatype"] == output["datatype"], (archive, output, got)
@@ -113,12 +104,25 @@ def test_unknown_models_and_routes_and_a_wrong_key_are_refused_with_json(routes,
     assert r.status_code == 404 and r.json()["error"] == "model_not_found", r.text
     r = requests.get(f"{base}/v2/models/digits/versions/99.9", headers=served.headers(), timeout=10)
     assert r.status_code == 404 and "99.9" in r.json()["detail"], r.text
+    r = requests.get(f"{base}/v2/models/no-such-model/versions/1.0/ready", headers=served.headers(), timeout=10)
+    assert r.status_code == 404 and "is not registered" in r.json()["detail"], r.text
     r = requests.get(f"{base}/v2/models/digits/config", headers=served.headers(), timeout=10)
-    assert r.status_code == 404 and r.json()["error"] == "not_found", r.text  # Triton's, not the protocol's
-    for headers in ({}, {"Authorization": "Bearer not-the-key"}):
+    assert r.status_code == 404 and r.json()["code"] == 404, r.text  # Triton's route, not the protocol's
+    r = requests.post(f"{base}/v2/health/ready", headers=served.headers(), timeout=10)
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed", r.text
+    for headers in ({}, {"Authorization": "Bearer not-the-key"}):  # TorchServe's own key check: 400
         r = requests.get(f"{base}/v2/models/digits", headers=headers, timeout=10)
-        assert r.status_code == 401 and r.json()["error"] == "unauthorized", r.text
+        assert r.status_code == 400 and r.json()["type"] == "InvalidKeyException", r.text
     assert not triton(routes).is_server_ready()  # tritonclient without the key
+
+
+def test_model_metadata_is_the_archives_entry_written_from_its_contract(routes, served, built):
+    """What GET /v2/models/<name> says is the archive's oip-metadata.json, derived at build time."""
+    for name in build.SERVED:
+        with zipfile.ZipFile(built.store / f"{name}.mar") as mar:
+            written = json.loads(mar.read(OIP_METADATA))
+        answered = requests.get(f"http://{routes}/v2/models/{name}", headers=served.headers(), timeout=10).json()
+        assert answered == {"name": name, "versions": answered["versions"], **written}, name
 
 
 def test_a_draining_replica_is_not_ready_but_still_live(routes, served):

@@ -183,7 +183,7 @@ def gateway_log() -> str:
 
 
 def test_tritonclient_with_its_defaults_through_the_swarm_gateway(stack):
-    """Health, metadata (the replicas' readiness ports) and a binary infer (TorchServe), one address."""
+    """Health, metadata and a binary infer, all from the replicas' TorchServe, on one address."""
     import numpy as np
     import tritonclient.http as triton
 

@@ -13,6 +13,7 @@ from tsforge.deploy.containers import DockerError
 from tsforge.monitoring.watch import MonitorError
 from tsforge.packaging.signing import SignatureError
 from tsforge.server.client import ServerError
+from tsforge.server.frontend import FrontendError
 from tsforge.server.torchserve import ServeError
 from tsforge.server.verify import Disagreement
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     except BuildStopped as e:  # an export that failed, weights that do not fit
         print(f"build stopped: {e}", file=sys.stderr)
         return 2
-    except (ServeError, ServerError, DockerError, MonitorError, SignatureError, Disagreement) as e:
+    except (ServeError, ServerError, FrontendError, DockerError, MonitorError, SignatureError, Disagreement) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except ValueError as e:  # an argument the client refuses (worker counts, ...)

@@ -3,7 +3,8 @@
 The archive holds the exported file, TorchScript or ONNX (no model code: the worker needs
 none, and the handler picks the runtime by the file's suffix), the one handler entry point
 with the handler modules its input kind imports (and no others), model-config.yaml (serving
-settings, the kind, the contract and the limits), the model card and the replay sample.
+settings, the kind, the contract and the limits), the model card, the replay sample and the
+Open Inference Protocol's model metadata (read by the frontend: frontend/*.java).
 It is written to a temporary folder inside the store and renamed, so an interrupted build
 never leaves a half-written `.mar` where TorchServe would load it.
 """
@@ -23,7 +24,7 @@ import yaml
 
 from handlers import contracts
 from handlers.base import MODEL_CARD
-from handlers.codecs import codec_file
+from handlers.codecs import codec_file, codec_for
 from training.replay import REPLAY
 from training.specs import ModelSpec
 from tsforge.packaging import signing
@@ -32,6 +33,18 @@ from tsforge.paths import HANDLERS
 
 MODEL_CONFIG = "model-config.yaml"
 HANDLER = HANDLERS / "handler.py"
+# GET /v2/models/<name> answers this file's content (frontend/OpenInferenceProtocolRequestHandler.java).
+OIP_METADATA = "oip-metadata.json"
+# handlers.runtime picks ONNX Runtime for this suffix, TorchScript otherwise; the names are Triton's.
+PLATFORMS = {".onnx": "onnxruntime_onnx"}
+TORCHSCRIPT_PLATFORM = "pytorch_libtorch"
+
+
+def oip_metadata(contract: contracts.Contract, serialized: Path) -> dict[str, Any]:
+    """{"platform", "inputs", "outputs"}: the tensors from the contract by its codec, the
+    platform from the runtime the handler will pick for `serialized`."""
+    platform = PLATFORMS.get(Path(serialized).suffix, TORCHSCRIPT_PLATFORM)
+    return {"platform": platform, **codec_for(contract.kind).oip_metadata(contract)}
 
 
 def model_config_yaml(spec: ModelSpec) -> dict[str, Any]:
@@ -57,7 +70,9 @@ def handler_files(kind: str, entry: Path = HANDLER) -> list[Path]:
     return local_imports(entry, codec_file(kind))
 
 
-def _stage(spec: ModelSpec, card: dict[str, Any], stage: Path, entry: Path, replay: dict[str, Any] | None) -> Path:
+def _stage(
+    spec: ModelSpec, card: dict[str, Any], stage: Path, entry: Path, replay: dict[str, Any] | None, serialized: Path
+) -> Path:
     """Lay out the archive's extra files; returns the folder to pass as --extra-files."""
     extra = stage / "extra"
     (extra / "handlers").mkdir(parents=True)
@@ -71,6 +86,7 @@ def _stage(spec: ModelSpec, card: dict[str, Any], stage: Path, entry: Path, repl
         if hasattr(spec.contract, field):
             shutil.copy(getattr(spec.contract, field), extra / Path(getattr(spec.contract, field)).name)
     (extra / MODEL_CARD).write_text(json.dumps(card, indent=2))
+    (extra / OIP_METADATA).write_text(json.dumps(oip_metadata(spec.contract, serialized)))
     if replay is not None:
         (extra / REPLAY).write_text(json.dumps(replay))
     (stage / MODEL_CONFIG).write_text(yaml.safe_dump(model_config_yaml(spec), sort_keys=False))
@@ -101,7 +117,7 @@ def build_archive(
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=store, prefix=f".{name}-build-") as tmp:
         tmp_path = Path(tmp)
-        extra = _stage(spec, card, tmp_path, handler, replay)
+        extra = _stage(spec, card, tmp_path, handler, replay, serialized)
         cmd = [
             str(Path(sys.executable).with_name("torch-model-archiver")),
             "--model-name",

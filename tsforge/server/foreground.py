@@ -15,9 +15,8 @@ stop, a scale-down, the old task of a rolling update) this process:
 4. stops TorchServe.
 
 The readiness port answers GET /ready with 200 once every model is loaded and while TorchServe's
-own /ping answers, else 503,
-and the Open Inference Protocol's health and metadata routes (tsforge.server.oip_status), which the
-gateway sends here.
+own /ping answers, else 503. (The Open Inference Protocol's /v2/health/ready says the same, drain
+included, on TorchServe's own port: frontend/OpenInferenceProtocolRequestHandler.java.)
 """
 
 from __future__ import annotations
@@ -33,8 +32,8 @@ from pathlib import Path
 
 import requests
 
-from tsforge.paths import MODEL_STORE, RUN_DIR
-from tsforge.server import oip_status, torchserve
+from tsforge.paths import RUN_DIR
+from tsforge.server import torchserve
 from tsforge.server.client import healthy
 from tsforge.server.health import READY_PORT, ready_port
 from tsforge.server.torchserve import Server
@@ -89,12 +88,9 @@ class Quiet(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-def serve_readiness(
-    started: list[Server], host: str, port: int = READY_PORT, store: Path = MODEL_STORE
-) -> ThreadingHTTPServer:
+def serve_readiness(started: list[Server], host: str, port: int = READY_PORT) -> ThreadingHTTPServer:
     """GET /ready on `host:port` in a daemon thread: 200 when `ready`, 503 otherwise (and
-    until `started` holds the server: it listens before TorchServe starts); and the Open
-    Inference Protocol's GET routes (/v2/...) for the models in `store`."""
+    until `started` holds the server: it listens before TorchServe starts)."""
 
     pinger = Pinger(started)
 
@@ -103,17 +99,8 @@ def serve_readiness(
             if self.path == "/ready":
                 ok = pinger.ready()
                 status, doc = (200 if ok else 503), {"ready": ok}
-            elif not oip_status.is_route(self.path):
-                status, doc = oip_status.error(404, "not_found", "this port serves GET /ready and /v2 routes")
-            elif not started:  # the process is live, TorchServe not yet up
-                live = oip_status.ROUTE.match(self.path.split("?", 1)[0])["health"] == "live"
-                status, doc = (
-                    (200, {"live": True}) if live else oip_status.error(503, "starting", "TorchServe is starting")
-                )
             else:
-                status, doc = oip_status.answer(
-                    self.path, self.headers.get("Authorization"), started[0], store, pinger.ready
-                )
+                status, doc = 404, {"error": "not_found", "detail": "this port serves GET /ready"}
             body = json.dumps(doc).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

@@ -26,6 +26,7 @@ import requests
 from training.files import write_json, write_text
 from tsforge.packaging import signing
 from tsforge.paths import CONFIG, LOG_CONFIG, MODEL_STORE, RUN_DIR
+from tsforge.server import frontend
 
 PID_FILE = "torchserve.pid"
 # The private, verified copy of the model store TorchServe loads from, and where it came from.
@@ -189,6 +190,7 @@ def start(
     (run_dir / "logs").mkdir(exist_ok=True)
     (run_dir / "tmp").mkdir(exist_ok=True)
     (run_dir / KEY_FILE).unlink(missing_ok=True)
+    frontend.install(run_dir)  # the Open Inference Protocol's health and metadata routes
     cmd = [
         str(Path(sys.executable).with_name("torchserve")),
         "--start",
