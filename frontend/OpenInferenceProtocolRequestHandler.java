@@ -19,9 +19,14 @@ import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 import io.netty.channel.ChannelHandlerContext;
+import io.netty.handler.codec.http.DefaultFullHttpResponse;
 import io.netty.handler.codec.http.FullHttpRequest;
+import io.netty.handler.codec.http.FullHttpResponse;
+import io.netty.handler.codec.http.HttpHeaderNames;
+import io.netty.handler.codec.http.HttpHeaderValues;
 import io.netty.handler.codec.http.HttpMethod;
 import io.netty.handler.codec.http.HttpResponseStatus;
+import io.netty.handler.codec.http.HttpVersion;
 import io.netty.handler.codec.http.QueryStringDecoder;
 import java.io.File;
 import java.io.Reader;
@@ -35,10 +40,10 @@ import org.pytorch.serve.archive.DownloadArchiveException;
 import org.pytorch.serve.archive.model.ModelException;
 import org.pytorch.serve.archive.workflow.WorkflowException;
 import org.pytorch.serve.http.HttpRequestHandlerChain;
-import org.pytorch.serve.util.ApiUtils;
 import org.pytorch.serve.util.NettyUtils;
 import org.pytorch.serve.wlm.Model;
 import org.pytorch.serve.wlm.ModelManager;
+import org.pytorch.serve.wlm.ModelVersionedRefs;
 import org.pytorch.serve.wlm.WorkerInitializationException;
 import org.pytorch.serve.wlm.WorkerState;
 import org.pytorch.serve.wlm.WorkerThread;
@@ -69,7 +74,8 @@ public class OpenInferenceProtocolRequestHandler extends HttpRequestHandlerChain
             chain.handleRequest(ctx, req, decoder, segments);
             return;
         }
-        if (!HttpMethod.GET.equals(req.method())) {
+        if (!HttpMethod.GET.equals(req.method()) && !HttpMethod.HEAD.equals(req.method())) {
+            // HEAD is answered as GET: Netty's codec drops the body of an answer to a HEAD.
             send(ctx, HttpResponseStatus.METHOD_NOT_ALLOWED, error("method_not_allowed",
                     "the Open Inference Protocol's health and metadata routes take GET"));
             return;
@@ -81,9 +87,12 @@ public class OpenInferenceProtocolRequestHandler extends HttpRequestHandlerChain
         } else if ("live".equals(health)) {
             send(ctx, HttpResponseStatus.OK, flag("live", true));
         } else if ("ready".equals(health)) {
-            // Every registered model's default version has its minimum of healthy workers (the
-            // same test as TorchServe's /ping), and no drain has begun.
-            boolean ready = !new File(DRAINING).exists() && ApiUtils.isModelHealthy();
+            // Every registered model's default version has a worker with its model loaded, and
+            // no drain has begun. (TorchServe's /ping test counts a worker still loading.)
+            boolean ready = !new File(DRAINING).exists();
+            for (Map.Entry<String, ModelVersionedRefs> entry : ModelManager.getInstance().getAllModels()) {
+                ready &= loaded(entry.getValue().getDefaultModel()); // null while being unregistered
+            }
             send(ctx, ready ? HttpResponseStatus.OK : HttpResponseStatus.SERVICE_UNAVAILABLE,
                     flag("ready", ready));
         } else {
@@ -103,9 +112,9 @@ public class OpenInferenceProtocolRequestHandler extends HttpRequestHandlerChain
         TreeSet<String> versions = new TreeSet<>();
         try {
             chosen = models.getModel(name, version); // null: no such model
-        } catch (ModelException e) { // the model, without that version
-            send(ctx, HttpResponseStatus.NOT_FOUND,
-                    error("model_not_found", "model '" + name + "' has no version '" + version + "'"));
+        } catch (ModelException e) { // the model, without that version (or its default, mid-unregister)
+            String what = version == null ? "has no default version now" : "has no version '" + version + "'";
+            send(ctx, HttpResponseStatus.NOT_FOUND, error("model_not_found", "model '" + name + "' " + what));
             return;
         }
         if (chosen == null) {
@@ -114,10 +123,7 @@ public class OpenInferenceProtocolRequestHandler extends HttpRequestHandlerChain
             return;
         }
         if (readyRoute) {
-            boolean ready = false;
-            for (WorkerThread worker : models.getWorkers(chosen.getModelVersionName())) {
-                ready |= worker.getState() == WorkerState.WORKER_MODEL_LOADED;
-            }
+            boolean ready = loaded(chosen);
             JsonObject answer = flag("ready", ready);
             answer.addProperty("name", name);
             send(ctx, ready ? HttpResponseStatus.OK : HttpResponseStatus.SERVICE_UNAVAILABLE, answer);
@@ -154,13 +160,26 @@ public class OpenInferenceProtocolRequestHandler extends HttpRequestHandlerChain
         send(ctx, HttpResponseStatus.OK, answer);
     }
 
+    private static boolean loaded(Model model) {
+        if (model == null) {
+            return false;
+        }
+        for (WorkerThread worker : ModelManager.getInstance().getWorkers(model.getModelVersionName())) {
+            if (worker.getState() == WorkerState.WORKER_MODEL_LOADED) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     private static JsonObject flag(String key, boolean value) {
         JsonObject answer = new JsonObject();
         answer.addProperty(key, value);
         return answer;
     }
 
-    // The protocol's error body is {"error": message}; "detail" as every other answer of ours has.
+    // The protocol's error body is {"error": ...}: the code there, and "detail", as the handlers'
+    // own refusals on the same port (handlers/base.py) are written.
     private static JsonObject error(String code, String detail) {
         JsonObject answer = new JsonObject();
         answer.addProperty("error", code);
@@ -169,6 +188,12 @@ public class OpenInferenceProtocolRequestHandler extends HttpRequestHandlerChain
     }
 
     private static void send(ChannelHandlerContext ctx, HttpResponseStatus status, JsonObject body) {
-        NettyUtils.sendJsonResponse(ctx, body.toString(), status);
+        FullHttpResponse response = new DefaultFullHttpResponse(HttpVersion.HTTP_1_1, status, true);
+        response.headers().set(HttpHeaderNames.CONTENT_TYPE, HttpHeaderValues.APPLICATION_JSON);
+        if (status.equals(HttpResponseStatus.METHOD_NOT_ALLOWED)) {
+            response.headers().set(HttpHeaderNames.ALLOW, "GET, HEAD");
+        }
+        response.content().writeCharSequence(body.toString(), StandardCharsets.UTF_8);
+        NettyUtils.sendHttpResponse(ctx, response, true);
     }
 }

@@ -10,9 +10,14 @@ from tsforge.server import frontend
 CLASS = "org/pytorch/serve/http/api/rest/OpenInferenceProtocolRequestHandler.class"
 
 
-def test_the_class_is_compiled_against_torchserves_jar_and_installed_into_the_run_folder(tmp_path):
+def test_the_class_is_compiled_against_torchserves_jar_and_installed_into_the_run_folder(tmp_path, monkeypatch):
     compiled = frontend.classes()
     assert (compiled / CLASS).is_file()
+
+    def compile_again(out):
+        raise AssertionError(f"compiled again into {out}")
+
+    monkeypatch.setattr(frontend, "compile_to", compile_again)
     assert frontend.classes() == compiled  # cached: the second call compiles nothing
     stale = tmp_path / "run" / "org" / "stale.class"
     stale.parent.mkdir(parents=True)

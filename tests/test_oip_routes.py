@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from models.registry import SPECS
-from tests.conftest import HISTORY, served_name
+from tests.conftest import HISTORY, running_torchserve, served_name
 from tsforge.packaging import build
 from tsforge.packaging.archive import OIP_METADATA
 from tsforge.server import foreground
@@ -110,6 +110,9 @@ def test_unknown_models_and_routes_and_a_wrong_key_are_refused_with_json(routes,
     assert r.status_code == 404 and r.json()["code"] == 404, r.text  # Triton's route, not the protocol's
     r = requests.post(f"{base}/v2/health/ready", headers=served.headers(), timeout=10)
     assert r.status_code == 405 and r.json()["error"] == "method_not_allowed", r.text
+    assert r.headers["Allow"] == "GET, HEAD"
+    r = requests.head(f"{base}/v2/models/digits/ready?x=1", headers=served.headers(), timeout=10)
+    assert r.status_code == 200 and not r.content, r.text
     for headers in ({}, {"Authorization": "Bearer not-the-key"}):  # TorchServe's own key check: 400
         r = requests.get(f"{base}/v2/models/digits", headers=headers, timeout=10)
         assert r.status_code == 400 and r.json()["type"] == "InvalidKeyException", r.text
@@ -122,7 +125,7 @@ def test_model_metadata_is_the_archives_entry_written_from_its_contract(routes, 
         with zipfile.ZipFile(built.store / f"{name}.mar") as mar:
             written = json.loads(mar.read(OIP_METADATA))
         answered = requests.get(f"http://{routes}/v2/models/{name}", headers=served.headers(), timeout=10).json()
-        assert answered == {"name": name, "versions": answered["versions"], **written}, name
+        assert answered == {"name": name, "versions": ["1.0"], **written}, name
 
 
 def test_a_draining_replica_is_not_ready_but_still_live(routes, served):
@@ -135,3 +138,23 @@ def test_a_draining_replica_is_not_ready_but_still_live(routes, served):
     finally:
         flag.unlink()
     assert client.is_server_ready(headers=served.headers())
+
+
+def test_ready_only_while_a_worker_has_its_model_loaded(built, tmp_path):
+    """A model scaled to no worker: neither it nor the server is ready (TorchServe's own /ping
+    still says healthy); scaled back to one worker, both are."""
+    with running_torchserve(built.store, tmp_path / "run") as server:
+        client = triton(server.inference_url.removeprefix("http://"))
+        headers, manage = server.headers(), server.headers("management")
+        assert client.is_server_ready(headers=headers)  # nothing registered: nothing to wait for
+        r = requests.post(f"{server.management_url}/models", params={"url": "wine.mar", "synchronous": "true"},
+                          headers=manage, timeout=120)  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert client.is_model_ready("wine", headers=headers) and client.is_server_ready(headers=headers)
+        for workers, ready in ((0, False), (1, True)):
+            r = requests.put(f"{server.management_url}/models/wine", headers=manage, timeout=120,
+                             params={"min_worker": workers, "max_worker": workers, "synchronous": "true"})  # fmt: skip
+            assert r.status_code == 200, r.text
+            assert client.is_model_ready("wine", headers=headers) is ready, workers
+            assert client.is_server_ready(headers=headers) is ready, workers
+            assert requests.get(f"{server.inference_url}/ping", headers=headers, timeout=10).status_code == 200

@@ -38,6 +38,8 @@ def classes() -> Path:
     """The folder holding the compiled package tree (`org/...`), compiled here when missing."""
     if os.environ.get("TSFORGE_FRONTEND_CLASSES"):
         return Path(os.environ["TSFORGE_FRONTEND_CLASSES"])
+    if not SOURCE.is_file():  # an install without the repository's frontend/ folder
+        raise FrontendError(f"{SOURCE} is missing: set TSFORGE_FRONTEND_CLASSES to a compiled tree")
     digest = hashlib.sha256(SOURCE.read_bytes() + jar().read_bytes()).hexdigest()[:16]
     out = Path(sys.prefix) / "tsforge-frontend" / digest
     if not (out / COMPILED).is_file():

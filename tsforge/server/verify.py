@@ -85,10 +85,6 @@ def replay(url: str, archive: Path, doc: dict[str, Any], key: str | None, timeou
             headers=headers,
             timeout=timeout,
         )
-    except requests.ConnectionError:  # nothing listens: no archive's replay can say more
-        raise Disagreement(
-            f"{url} is not reachable: start the server (`make serve` or `make up`), or pass its URL"
-        ) from None
     except requests.RequestException as e:
         outcome.problems.append(f"no answer from {url}: {type(e).__name__}: {str(e)[:200]}")
         return outcome
@@ -111,7 +107,14 @@ def replay(url: str, archive: Path, doc: dict[str, Any], key: str | None, timeou
 
 
 def verify(url: str, store: Path, key: str | None, models: list[str] | None = None) -> list[Outcome]:
-    return [replay(url, path, doc, key) for path, doc in replays(store, models)]
+    found = replays(store, models)
+    try:  # any answer will do (a 400 for the key...): something serves there
+        requests.get(f"{url.rstrip('/')}/ping", headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=10)
+    except requests.ConnectionError:  # nothing listens: no archive's replay could say more
+        raise Disagreement(
+            f"{url} is not reachable: start the server (`make serve` or `make up`), or pass its URL"
+        ) from None
+    return [replay(url, path, doc, key) for path, doc in found]
 
 
 def report(url: str, store: Path, key: str | None, models: list[str] | None = None) -> list[Outcome]:
