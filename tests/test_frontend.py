@@ -7,7 +7,7 @@ import pytest
 
 from tsforge.server import frontend
 
-CLASS = "org/pytorch/serve/http/api/rest/OpenInferenceProtocolRequestHandler.class"
+CLASS = frontend.COMPILED
 
 
 def test_the_class_is_compiled_against_torchserves_jar_and_installed_into_the_run_folder(tmp_path, monkeypatch):

@@ -40,7 +40,9 @@ def classes() -> Path:
         return Path(os.environ["TSFORGE_FRONTEND_CLASSES"])
     if not SOURCE.is_file():  # an install without the repository's frontend/ folder
         raise FrontendError(f"{SOURCE} is missing: set TSFORGE_FRONTEND_CLASSES to a compiled tree")
-    digest = hashlib.sha256(SOURCE.read_bytes() + jar().read_bytes()).hexdigest()[:16]
+    # The jar by its size and time (46 MB: not read at every start), the source by its bytes.
+    stat = jar().stat()
+    digest = hashlib.sha256(SOURCE.read_bytes() + f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     out = Path(sys.prefix) / "tsforge-frontend" / digest
     if not (out / COMPILED).is_file():
         compile_to(out)
