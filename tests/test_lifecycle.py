@@ -33,8 +33,11 @@ def store(built, tmp_path_factory):
         for path in (built.archive(name), signing.signature_of(built.archive(name))):
             shutil.copy(path, store)
     digits, diabetes = SPECS["digits"], SPECS["diabetes"]
-    v2 = replace(digits, train=replace(digits.train, seed=7))
-    build.build(v2, store=store, artifacts=built.artifacts, version="2.0", archive_name="digits-v2", progress=False)
+    # Another seed, 5 epochs: a different model that still passes the gate (0.98), in 18 s not 100.
+    v2 = replace(digits, train=replace(digits.train, seed=7, epochs=5))
+    # Its own artifacts folder: another seed's training must not replace the shared build's.
+    v2_artifacts = tmp_path_factory.mktemp("lifecycle-artifacts")
+    build.build(v2, store=store, artifacts=v2_artifacts, version="2.0", archive_name="digits-v2", progress=False)
     slow = replace(diabetes, name="slow", serving=replace(diabetes.serving, response_timeout_s=2))
     card = json.loads((built.artifacts / "diabetes" / "torchscript" / build.MODEL_CARD).read_text())
     archive.build_archive(
@@ -324,7 +327,9 @@ def test_prometheus_counters_move_with_traffic(server):
 
 def test_an_expired_key_is_renewed_and_the_call_retried_once(built, tmp_path):
     base = tmp_path / "short-keys.properties"
-    base.write_text(CONFIG.read_text().replace("token_expiration_min=60", "token_expiration_min=1"))
+    # TorchServe reads the lifetime as a fraction of minutes: 15 s, enough for the checks after
+    # a renewal to run inside the renewed key's lifetime.
+    base.write_text(CONFIG.read_text().replace("token_expiration_min=60", "token_expiration_min=0.25"))
     ports = {key: torchserve.free_port() for key in torchserve.PORT_KEYS}
     run = tmp_path / "run"
     try:
@@ -332,7 +337,7 @@ def test_an_expired_key_is_renewed_and_the_call_retried_once(built, tmp_path):
         c = Client(srv)
         old = srv.keys()["inference"]
         assert c.ping()["status"] == "Healthy"
-        time.sleep(62)  # token_expiration_min=1
+        time.sleep(16)  # token_expiration_min=0.25
         r = requests.get(f"{srv.inference_url}/ping", headers={"Authorization": f"Bearer {old}"}, timeout=10)
         assert (r.status_code, r.json()["type"]) == (400, "InvalidKeyException")
         # A key the caller gave is never renewed, even an expired one: the server's stays.
