@@ -176,9 +176,9 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
     if not quick:  # Triton (PyTriton, its own venv) for digits, at its sweep-found settings
         setting = [tuning.peer_setting("digits", "triton")]
         points += tuning.peer("triton", "triton", "digits", setting, CONCURRENCY, seconds, log, MODEL_STORE)
-    points += served(
-        "defaults", "TorchServe defaults", list(SPECS), CONCURRENCY, seconds, log, serving=TORCHSERVE_DEFAULTS
-    )
+    # A quick run's baselines are digits' only, the headline ratios' model (as for LitServe above).
+    points += served("defaults", "TorchServe defaults", ["digits"] if quick else list(SPECS), CONCURRENCY, seconds,
+                     log, serving=TORCHSERVE_DEFAULTS)  # fmt: skip
     log("in-process digits preprocessing, before and after")
     preprocess_figures = preprocess.measure(seconds)
     log("worst case of each input class, through a served worker")

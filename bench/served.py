@@ -46,8 +46,8 @@ def variant_store(
 ) -> Path:
     """The built archives, or the same exported files (and handler) with other settings: each
     model's shipped runtime under its plain name, or `every_runtime` under its served names;
-    every model, or `only` those."""
-    if serving is None and handler == archive.HANDLER and only is None:
+    every model, or `only` those (the built store holds them all)."""
+    if serving is None and handler == archive.HANDLER:  # the shipped archives, as built
         return MODEL_STORE
     store = root / "store"
     for name, spec in SPECS.items():
@@ -85,7 +85,9 @@ def served(
     """
     points = []
     with tempfile.TemporaryDirectory() as tmp:
-        store_dir = store(Path(tmp)) if store else variant_store(Path(tmp), serving)
+        # Only the models it serves: archiving the others (minilm's, 90 MB) would cost seconds each.
+        only = tuple(sorted({MODEL_BEHIND[m] for m in models}))
+        store_dir = store(Path(tmp)) if store else variant_store(Path(tmp), serving, only=only)
         ports = {k: torchserve.free_port() for k in torchserve.PORT_KEYS}
         run_dir = Path(tmp) / "run"
         startup = [] if registrations else [f"{m}.mar" for m in models]
