@@ -1,7 +1,7 @@
 """The compose deployment, live (`make docker-test`): real images, real containers, real gateway.
 
 The deployment is brought up by running the README's "Deploy with Docker" commands as written
-(on free ports, in a project of its own, with 1-minute tokens); its last command, `down -v`,
+(on free ports, in a project of its own, with 2-minute tokens); its last command, `down -v`,
 ends the module and must leave nothing behind.
 """
 
@@ -86,7 +86,7 @@ class Deployment:
 
     def key(self) -> str:
         """The current inference key, waiting out the seconds between its expiry and the health
-        check's renewal (keys live one minute here)."""
+        check's renewal (keys live TOKEN_MINUTES here)."""
         deadline = time.monotonic() + 60
         while True:
             entry = self.key_entry()
@@ -101,10 +101,12 @@ class Deployment:
             headers["Authorization"] = f"Bearer {key}"
         return requests.post(f"{self.gateway}/predictions/{model}", data=body, headers=headers, timeout=60)
 
-    def java_rss_mib(self) -> float:
-        """Resident memory of TorchServe's frontend (the JVM) in the container."""
-        top = containers.docker("top", self.container(), "-eo", "pid,rss,args").stdout.splitlines()[1:]
-        return sum(int(line.split()[1]) for line in top if "java" in line) / 1024
+    def inference_connections(self) -> int:
+        """Open TCP connections to TorchServe's inference port (8080) in its container, read from
+        the kernel's table: what an upload the gateway passes on would hold open there."""
+        table = self.run(f"docker exec {self.container()} cat /proc/net/tcp /proc/net/tcp6")
+        established = [line.split() for line in table.splitlines() if line.split()[3:4] == ["01"]]
+        return sum(1 for fields in established if fields[1].endswith(":1F90"))
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +290,7 @@ def test_the_torchserve_image_refuses_a_store_that_does_not_verify(deployment, t
 
 
 def test_stalled_uploads_are_cut_by_the_gateway_and_cost_torchserve_nothing(deployment):
-    before = deployment.java_rss_mib()
+    before = deployment.inference_connections()
     port = int(deployment.env["GATEWAY_PORT"])
     head = (
         f"POST /predictions/digits HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {deployment.key()}\r\n"
@@ -300,6 +302,11 @@ def test_stalled_uploads_are_cut_by_the_gateway_and_cost_torchserve_nothing(depl
         s.sendall(head + b"\x89PNG" + b"\0" * (BODY_HELD_BYTES // 2))  # then nothing more: a stalled upload
         socks.append(s)
     sent = time.monotonic()
+    time.sleep(1)  # time for the gateway to pass them on, were it to
+    # The gateway holds every stalled upload itself: TorchServe (which would keep each open and
+    # buffer it whole) sees none of them. A few come and go: health checks, pooled connections.
+    held_by_torchserve = deployment.inference_connections() - before
+    assert held_by_torchserve < STALLED // 10, f"{held_by_torchserve} of {STALLED} stalled uploads reached TorchServe"
     closed_after = []
     for s in socks:
         s.settimeout(max(0.1, sent + GATEWAY_REQUEST_TIMEOUT_S + 10 - time.monotonic()))
@@ -313,8 +320,6 @@ def test_stalled_uploads_are_cut_by_the_gateway_and_cost_torchserve_nothing(depl
         s.close()
         assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert max(closed_after) < GATEWAY_REQUEST_TIMEOUT_S + 5, closed_after
-    after = deployment.java_rss_mib()
-    assert after - before < 32, f"TorchServe's frontend grew from {before:.0f} to {after:.0f} MiB"
 
 
 def test_prometheus_has_scraped_the_inference_counter(deployment):
