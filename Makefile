@@ -11,7 +11,7 @@ demo: setup  ## every model: train or load, export (TorchScript, ONNX, int8 wher
 
 test: setup  ## unit tests and integration tests against a real TorchServe
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 bench: setup  ## benchmark report in bench/results/<date>/ (QUICK=1: seconds per point)
 	$(BIN)/tsforge bench $(if $(QUICK),--quick)
@@ -35,10 +35,10 @@ docker-build: setup  ## the TorchServe, gateway and Prometheus images (local Deb
 	$(BIN)/tsforge docker build
 
 docker-test: setup  ## the compose deployment, live: runs the README's Docker commands, then tests the real containers
-	$(BIN)/pytest -q -m docker tests/test_docker_live.py
+	$(BIN)/pytest -q --durations=10 -m docker tests/test_docker_live.py
 
 swarm-test: setup  ## Swarm, live: replicas behind the gateway under load (failover, rolling update, scale); prints p50/p99
-	$(BIN)/pytest -q -rP -m docker tests/test_swarm_live.py
+	$(BIN)/pytest -q --durations=10 -rP -m docker tests/test_swarm_live.py
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -42,6 +42,8 @@ STALLED = 50
 GATEWAY_REQUEST_TIMEOUT_S = 10  # docker/gateway/haproxy.cfg: timeout http-request
 # What the gateway holds whole before TorchServe sees a byte: one buffer (haproxy.cfg).
 BODY_HELD_BYTES = int(re.search(r"tune\.bufsize (\d+)", (ROOT / "docker/gateway/haproxy.cfg").read_text())[1])
+# The port the gateway sends requests to in each TorchServe container (its server-template line).
+TORCHSERVE_PORT = int(re.search(r"\$\{TS_HOST\}:(\d+)", (ROOT / "docker/gateway/haproxy.cfg").read_text())[1])
 MARK = "@@readme-command-done@@"
 
 
@@ -102,11 +104,11 @@ class Deployment:
         return requests.post(f"{self.gateway}/predictions/{model}", data=body, headers=headers, timeout=60)
 
     def inference_connections(self) -> int:
-        """Open TCP connections to TorchServe's inference port (8080) in its container, read from
-        the kernel's table: what an upload the gateway passes on would hold open there."""
+        """Open TCP connections to TorchServe's inference port in its container, read from the
+        kernel's table: what an upload the gateway passes on would hold open there."""
         table = self.run(f"docker exec {self.container()} cat /proc/net/tcp /proc/net/tcp6")
         established = [line.split() for line in table.splitlines() if line.split()[3:4] == ["01"]]
-        return sum(1 for fields in established if fields[1].endswith(":1F90"))
+        return sum(1 for fields in established if fields[1].endswith(f":{TORCHSERVE_PORT:04X}"))
 
 
 @pytest.fixture(scope="module")
