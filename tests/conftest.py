@@ -8,7 +8,7 @@ import os
 import time
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +151,15 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
         for runtime in spec.formats:
             build.build(spec, store=result.store, artifacts=result.artifacts, progress=False, runtime=runtime)
     return result
+
+
+def build_other_digits(store: Path, artifacts: Path, **kwargs) -> Path:
+    """digits trained with another seed for 5 epochs: a model that answers differently and still
+    passes the gate (0.98), built in about 18 s instead of 100. `artifacts` is its own folder:
+    another model must not replace the shared build's files."""
+    digits = SPECS["digits"]
+    other = replace(digits, train=replace(digits.train, seed=7, epochs=5))
+    return build.build(other, store=store, artifacts=artifacts, progress=False, **kwargs)[0]
 
 
 @contextlib.contextmanager
