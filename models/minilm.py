@@ -119,9 +119,13 @@ SPEC = ModelSpec(
     export=ExportSettings(
         trace=True,
         dynamic_axes=(0, 2),  # batch and sequence
-        # Measured: quantizing every Linear gives cosine min 0.94 on short texts; keeping the
-        # six feed-forward layer pairs in float32 gives mean 0.998, min 0.99.
-        int8_fp32_nodes=(r"\.intermediate\.dense:", r"layer\.\d+\.output\.dense:"),
+        # Measured (cosine to eager on the parity texts, mean / min): every Linear in int8 gives
+        # 0.930 / 0.71. The feed-forward output layers (inputs after GELU, a few huge channels)
+        # fail the gate even one at a time (min 0.90-0.97), so they stay float32. The
+        # intermediate layers pass once smoothed: 0.9963 / 0.981 (unsmoothed 0.9934 / 0.949),
+        # 1.47-1.58x float32's speed in process against 1.17-1.24x with both kept float32.
+        int8_fp32_nodes=(r"layer\.\d+\.output\.dense:",),
+        int8_smoothed=(r"\.intermediate\.dense$",),
     ),
     formats=("torchscript", "onnx", "int8"),
     # A transformer's work grows with padded tokens (texts x the longest in the pass). Measured

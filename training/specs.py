@@ -90,6 +90,8 @@ class ExportSettings:
     dynamic_axes: tuple[int, ...] = (0,)  # of the one input: the batch, and for text the sequence
     # ONNX node namespaces (regular expressions) that int8 quantization keeps in float32.
     int8_fp32_nodes: tuple[str, ...] = ()
+    # Linear module names (regular expressions) smoothed before int8 (training.smoothing).
+    int8_smoothed: tuple[str, ...] = ()
     # A model whose ONNX graph is assembled rather than exported (silero-vad: the wheel's own
     # step graph inside an ONNX Scan): writes the graph to the path it is given.
     onnx_graph: Callable[[Path], Path] | None = None
