@@ -24,6 +24,7 @@ from training.data import Splits
 from training.errors import ExportFailed
 from training.files import write_atomically
 from training.gates import GateResult, cosine_gate, parity_gate, quality_gate
+from training.per_row import quantize_rows
 from training.smoothing import smoothed
 from training.specs import ExportSettings, ModelSpec
 from training.train import score
@@ -135,8 +136,9 @@ def export_int8(
     the other rows of its pass (dynamic quantization scaled by the whole batch, and a client
     could move other clients' vectors). MatMul with a constant weight only (the attention's
     activation x activation products stay float32), QOperator form, and the nodes the model
-    names kept in float32; the Linear layers it names in `int8_smoothed` are smoothed first
-    (training.smoothing). Returns `<name>.int8.onnx`.
+    names in `int8_per_row` quantized per row at run time instead (training.per_row); the Linear
+    layers it names in `int8_smoothed` are smoothed first (training.smoothing). Returns
+    `<name>.int8.onnx`.
 
     Measured on MiniLM (README, "Text model"): QDQ form, symmetric activations or Percentile
     and Entropy calibration all lose cosine against this choice.
@@ -149,16 +151,19 @@ def export_int8(
 
     def quantize(tmp: Path) -> None:
         graph = onnx.load(str(path), load_external_data=False).graph
-        keep = [
+        per_row = [
             node.name
             for node in graph.node
-            if any(
+            if node.op_type == "MatMul"
+            and any(
                 re.search(p, prop.value)
                 for prop in node.metadata_props
                 if prop.key == "namespace"
-                for p in settings.int8_fp32_nodes
+                for p in settings.int8_per_row
             )
         ]
+        if settings.int8_per_row and not per_row:
+            raise ValueError(f"no ONNX node matches int8_per_row {settings.int8_per_row}: check the namespaces")
         root = logging.getLogger()
         level = root.level
         root.setLevel(logging.ERROR)  # its advice to pre-process: measured, no difference here
@@ -167,11 +172,16 @@ def export_int8(
                 str(path), str(tmp), _Rows(calibration),
                 quant_format=QuantFormat.QOperator, op_types_to_quantize=["MatMul"], per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep, reduce_range=False,
+                calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=per_row, reduce_range=False,
                 extra_options={"MatMulConstBOnly": True},
             )  # fmt: skip
         finally:
             root.setLevel(level)
+        if per_row:
+            quantized = onnx.load(str(tmp))
+            quantize_rows(quantized, set(per_row))
+            onnx.checker.check_model(quantized, full_check=True)
+            onnx.save(quantized, str(tmp))
 
     if settings.int8_smoothed:
         model = smoothed(model, settings.int8_smoothed, calibration)

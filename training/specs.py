@@ -88,8 +88,9 @@ class ExportSettings:
     # gate then checks the traced graph on every shape of the validation split.
     trace: bool = False
     dynamic_axes: tuple[int, ...] = (0,)  # of the one input: the batch, and for text the sequence
-    # ONNX node namespaces (regular expressions) that int8 quantization keeps in float32.
-    int8_fp32_nodes: tuple[str, ...] = ()
+    # ONNX node namespaces (regular expressions) of MatMuls that int8 quantizes with scales per
+    # row computed at run time instead of static ones (training.per_row).
+    int8_per_row: tuple[str, ...] = ()
     # Linear module names (regular expressions) smoothed before int8 (training.smoothing).
     int8_smoothed: tuple[str, ...] = ()
     # A model whose ONNX graph is assembled rather than exported (silero-vad: the wheel's own
