@@ -146,7 +146,13 @@ def direct() -> Iterator[tuple[str, str]]:
 
 @contextlib.contextmanager
 def compose(images: containers.Images) -> Iterator[tuple[str, str]]:
-    env = {**os.environ, **images.env(), "COMPOSE_PROJECT_NAME": PROJECT}
+    # The archives the direct server loads, wherever TSFORGE_MODEL_STORE puts them.
+    env = {
+        **os.environ,
+        **images.env(),
+        "COMPOSE_PROJECT_NAME": PROJECT,
+        "TSFORGE_MODEL_STORE": str(MODEL_STORE.resolve()),
+    }
     env |= {
         var: str(torchserve.free_port())
         for var in ("GATEWAY_PORT", "MANAGEMENT_PORT", "METRICS_PORT", "PROMETHEUS_PORT")

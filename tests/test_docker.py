@@ -80,7 +80,9 @@ def test_every_path_the_compose_file_mounts_or_builds_from_exists():
             if "target" in service["build"]:
                 assert f"AS {service['build']['target']}" in dockerfile.read_text(), name
         for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
+            # "${VAR:-default}:target": the default is what a plain `up` mounts.
+            default = re.match(r"\$\{\w+:-([^}]*)\}:", volume)
+            source = default.group(1) if default else volume.split(":")[0]
             if source.startswith("."):
                 assert (DOCKER / source).exists(), f"{name}: {source}"
 
