@@ -123,9 +123,10 @@ SPEC = ModelSpec(
         # Linear in static int8 gives 0.930 / 0.71. The feed-forward output layers (inputs after
         # GELU, a few huge channels, ranges that vary by token) fail it even one at a time (min
         # 0.90-0.97); with scales per token they pass (smoothed too, worse: min 0.975 at alpha
-        # 0.5, 0.965 at 0.8). The intermediate layers pass static once smoothed. Shipped, static + smoothed + per token: 0.9958 / 0.976,
-        # 1.8-2.1x float32's speed in process (with the output layers float32: 1.4-1.6x; every
-        # Linear per token: 0.9985 / 0.989 but 1.6-1.9x).
+        # 0.5, 0.965 at 0.8). The intermediate layers pass static once smoothed. Shipped (static
+        # + smoothed, output layers per token): 0.9958 / 0.976, 1.8-2.1x float32's speed in
+        # process (output layers float32: 1.4-1.6x; every Linear per token: 0.9985 / 0.989 but
+        # 1.6-1.9x).
         int8_per_row=(r"layer\.\d+\.output\.dense:",),
         int8_smoothed=(r"\.intermediate\.dense$",),
     ),
