@@ -5,8 +5,9 @@ of its batchmates but loses too much where a layer's inputs vary a lot from toke
 Scales computed at run time for each row (a token: the last axis is the reduced one) keep that
 independence, since a row's scale reads only that row, and fit each token's own range.
 
-ONNX Runtime has no operator for it (DynamicQuantizeLinear and MatMulIntegerToFloat scale the
-whole tensor, and its MatMulInteger takes one zero point for A), so the graph spells it out:
+ONNX Runtime has no operator for it (DynamicQuantizeLinear scales the whole tensor,
+MatMulIntegerToFloat takes A's scale per tensor or per column, and its MatMulInteger takes one
+zero point for A), so the graph spells it out:
 asymmetric uint8 rows, int8 weights per output column, an integer MatMul, and the zero points
 taken out afterwards as `zero_point x column sums of the weight` (exact in integers).
 """
