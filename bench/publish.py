@@ -19,6 +19,7 @@ from bench import (
     budgets,
     deployments,
     fairness,
+    limits,
     model_sections,
     monitoring_cost,
     provenance,
@@ -34,7 +35,7 @@ from tsforge.paths import ROOT
 PUBLISHED = ROOT / "bench" / "published" / "results.json"
 README = ROOT / "README.md"
 # What a run of one section (`tsforge bench --monitoring`, `--provenance`, `--speech`, ...) holds.
-PARTS = ("monitoring", "provenance", "tuning", "deployments", *model_sections.SECTIONS)
+PARTS = ("monitoring", "provenance", "tuning", "deployments", "limits", *model_sections.SECTIONS)
 # The plots a published run carries into bench/published/ (the README shows them).
 PLOTS = ("tuning.png",)
 BLOCK = re.compile(r"(<!-- bench:(\w+) -->\n)(.*?)(<!-- /bench -->)", re.S)
@@ -44,8 +45,7 @@ def blocks(results: dict[str, Any]) -> dict[str, str]:
     """Every generated block, by name, from a results.json's content."""
     points = [Point(**p) for p in results["points"]]
     costs = [worst.Cost(**c) for c in results["worst_cases"]]
-    heavy_light = [fairness.HeavyBesideLight(**r) for r in results["heavy_beside_light"]]
-    budget_costs = [budgets.BudgetCost(**b) for b in results["budgets"]]
+    limits_run, heavy_light, budget_costs = limits.figures(results)
     run = (
         f"Run of {results['date']} ({results['seconds_per_point']:g} s per served point), on "
         f"{results['machine']}; `bench/published/results.json`."
@@ -60,8 +60,8 @@ def blocks(results: dict[str, Any]) -> dict[str, str]:
         ],  # fmt: skip
         "runtimes": report.runtimes(points, results.get("served_as")),
         "worst_cases": worst.table(costs),
-        "heavy_beside_light": fairness.table(heavy_light),
-        "budgets": budgets.table(budget_costs),
+        "heavy_beside_light": [limits_run, "", *fairness.table(heavy_light)],
+        "budgets": [limits_run, "", *budgets.table(budget_costs)],
         "monitoring": monitoring_cost.table(results.get("monitoring")),
         "provenance": provenance.table(results.get("provenance")),
         "tuning": tuning.table(results.get("tuning")),

@@ -20,8 +20,8 @@ from bench import (
     baselines,
     budgets,
     deployments,
-    fairness,
     inprocess,
+    limits,
     model_sections,
     monitoring_cost,
     preprocess,
@@ -37,7 +37,6 @@ from models.registry import SPECS
 from training.files import write_json
 from tsforge.packaging import archive, build
 from tsforge.paths import ARTIFACTS, MODEL_STORE, ROOT
-from tsforge.server import torchserve
 
 # What each served name was, recorded in the results (bench.points.name_of).
 SERVED_AS = {build.served_name(spec, fmt): [name, fmt] for name, spec in SPECS.items() for fmt in spec.formats}
@@ -68,34 +67,6 @@ def settings(concurrencies, seconds: float, log) -> list[Point]:
                              store=lambda t, h=handler: variant_store(t, None, h), log_variant=knobs.get("log_variant"),
                              registrations={"digits.mar": knobs["register"]} if "register" in knobs else None)  # fmt: skip
     return points
-
-
-def heavy_beside_light(seconds: float, log) -> list[fairness.HeavyBesideLight]:
-    """Per kind, the shipped TorchScript archive: its largest accepted request from eight
-    clients beside its example request every 0.2 s (bench/fairness.py)."""
-    from bench import worst_cases as w
-
-    heavy = {
-        "digits": (w.json_v2_at_limit(), "application/json", "v2 [64, 28, 28]: max_rows images"),
-        "diabetes": (w.json_rows_at_limit(), "application/json", "64 named rows: max_rows"),
-        "minilm": (w.text_request(w.text_rows_at_budget()), "application/json",
-                   f"{w.text_rows_at_budget()} texts of ~16 KB, cut to 256 tokens: max_pass_cost"),
-    }  # fmt: skip
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        ports = {k: torchserve.free_port() for k in torchserve.PORT_KEYS}
-        server = torchserve.start(
-            [f"{m}.mar" for m in heavy], run_dir=Path(tmp) / "run", model_store=MODEL_STORE, ports=ports
-        )
-        try:
-            for model, (data, content_type, what) in heavy.items():
-                log(f"heavy beside light: {model}")
-                light = fairness.Body(BODIES[model][0].read_bytes(), BODIES[model][1])
-                body = fairness.Body(data, content_type)
-                results.append(fairness.measure(server, model, body, light, what, seconds))
-        finally:
-            torchserve.stop(Path(tmp) / "run")
-    return results
 
 
 def ensure_tools() -> None:
@@ -135,11 +106,14 @@ def section_only(name: str, out_root: Path = ROOT / "bench" / "results") -> Path
         "provenance": (provenance, lambda: provenance.measure(MODEL_STORE)),
         "tuning": (tuning, lambda: tuning.measure(log)),
         "deployments": (deployments, lambda: deployments_alone(log)),
+        "limits": (limits, lambda: limits.measure(log)),
     }.get(name) or (None, lambda: model_alone(name, 10.0, log))
     figures = measure()
     out = out_root / (time.strftime("%Y-%m-%d-%H%M%S") + f"-{name}")
     results = {"date": time.strftime("%Y-%m-%d"), "machine": report.machine(), "quick": False, name: figures}
     write_json(out / "results.json", results)
+    if name == "limits":  # a failed request beside the heavy ones fails the run, as in a full one
+        limits.fail_if_unfair(limits.figures(results)[1])
     if name == "tuning":  # what the sweep chose is what the next build ships
         log(f"chosen settings: {tuning.record(figures, results['date'], results['machine'])}")
         log(f"plot: {tuning.plot(figures, out)}")
@@ -183,7 +157,7 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
     preprocess_figures = preprocess.measure(seconds)
     log("worst case of each input class, through a served worker")
     costs = worst.costs(MODEL_STORE, repeats=1 if quick else 3)
-    heavy_light = heavy_beside_light(max(seconds, 5.0), log)
+    heavy_light = limits.heavy_beside_light(max(seconds, 5.0), log, MODEL_STORE)
     log("each model's worst forward pass within its budget, in process")
     budget_costs = budgets.measure(ARTIFACTS)
     monitoring = monitoring_cost.measure(seconds, 1 if quick else monitoring_cost.ROUNDS, log, MODEL_STORE, ARTIFACTS)
@@ -233,9 +207,7 @@ def run(quick: bool = False, out_root: Path = ROOT / "bench" / "results") -> Pat
     failed = [p for p in points if p.errors and p.stage not in report.BASELINE_STAGES]
     if failed:
         raise SystemExit(f"{len(failed)} served points had errors (see {out / 'report.md'}): the run fails")
-    unfair = [r.model for r in heavy_light if r.errors or any(s >= 500 for s in (*r.heavy_statuses, *r.light_statuses))]
-    if unfair:
-        raise SystemExit(f"heavy beside light failed requests for {', '.join(unfair)}: the run fails")
+    limits.fail_if_unfair(heavy_light)
     wrong = [c.case for c in costs if c.status != c.expected]
     if wrong:
         raise SystemExit(f"worst cases answered other than documented: {', '.join(wrong)}: the run fails")

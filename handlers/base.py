@@ -149,11 +149,20 @@ class BatchHandler:
             return [json.dumps(self.describe())]
         started = time.perf_counter()
         responses: list[str | bytes] = [""] * len(data)
-        jobs: list[Job[Decoded]] = []
+        payloads: dict[int, Payload] = {}
         for idx, request in enumerate(data):
             try:
                 headers = context.get_all_request_header(idx) if context.request_processor else {}
-                decoded = self.decode(request_payload(request, self.limits, headers))
+                payloads[idx] = request_payload(request, self.limits, headers)
+            except Exception as e:  # whatever a request holds, it fails only itself
+                self._refuse(context, idx, responses, e if isinstance(e, RequestError) else undecodable(e))
+        for job in self._deferred_unread(payloads):
+            del payloads[job.index]
+            self._refuse(context, job.index, responses, busy(self.limits, self.cost_unit))
+        jobs: list[Job[Decoded]] = []
+        for idx, payload in payloads.items():
+            try:
+                decoded = self.decode(payload)
                 check_cost(decoded, self.limits, self.cost_unit)
                 jobs.append(Job(idx, len(decoded.rows), decoded.length, decoded))
             except Exception as e:  # whatever a request holds, it fails only itself
@@ -178,6 +187,24 @@ class BatchHandler:
             stages = (decoded_at - started, inferred_at - decoded_at, time.perf_counter() - inferred_at)
             self.tally.add(len(served), stages)
         return responses
+
+    def _deferred_unread(self, payloads: dict[int, Payload]) -> list[Job[None]]:
+        """The requests this call defers before decoding them: where the kind can read a
+        request's cost from its header (`declared_cost`: an audio file's length), the call
+        admits by it first, so a request it will not serve costs no decoding (a 60 s OGG
+        costs more to decode than its forward pass). The others are admitted once decoded."""
+        declared_cost = getattr(self.codec, "declared_cost", None)
+        if declared_cost is None:
+            return []
+        declared = []
+        for idx, payload in payloads.items():
+            try:
+                cost = declared_cost(payload, self.contract, self.limits)
+            except Exception:  # unreadable here: decoding names the problem
+                cost = None
+            if cost is not None and cost <= self.limits.max_pass_cost:  # dearer: decoding answers 413
+                declared.append(Job(idx, 1, cost, None))
+        return scheduling.admit(declared, self.limits.max_call_cost)[1]
 
     def _forward(self, jobs: list[Job[Decoded]]) -> list[np.ndarray]:
         """One forward pass over `jobs`' rows, split back into one output per job."""

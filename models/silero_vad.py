@@ -269,17 +269,23 @@ SPEC = ModelSpec(
     # Measured on two espeak-ng sets of 40 clips: 0.976 and 0.978 (notes/speech.md).
     gate=Gate("frame_f1", 0.93),
     export=ExportSettings(onnx_graph=lambda path: onnx_sequence(path)),
-    # One recording per request; a pass and a call at most four 60 s recordings (7,500 chunks
-    # of 32 ms). Measured 2026-11-30, (4, 1875, 576) on one thread, three runs: TorchScript
-    # 2.30-2.59 s, ONNX Runtime 0.84-0.91 s; pass_seconds is the slower runtime's. Decoding
-    # 60 s of 44.1 kHz stereo OGG Vorbis (the slowest format) takes 0.138 s (notes/speech.md).
+    # One recording per request; a pass and a call at most 2,400 chunks of 32 ms: one 60 s
+    # recording (1,875) beside shorter ones, or the sweep's batch of eight 9.4 s examples
+    # (2,352). Chosen by a short request's latency beside eight clients sending 60 s OGGs
+    # (bench/limits.py), 2026-12-08, ONNX Runtime: at 7,500 (four 60 s recordings a call) p99
+    # 2.4 s, at 2,400 1.0 s, at 1,875 0.6 s but the examples' batch of eight no longer fits
+    # (429s at c=32). A call admits audio files by their header's length before decoding any
+    # (handlers.base), so what it defers costs nothing. pass_seconds: (1, 1875, 576) on one
+    # thread, TorchScript 0.59 s, ONNX Runtime 0.19 s (the slower runtime's, rounded up).
+    # Decoding 60 s of 44.1 kHz stereo OGG Vorbis (the slowest format) takes 0.138 s
+    # (notes/speech.md).
     serving=ServingConfig(
         batch_size=8,
         max_batch_delay_ms=5,
         workers=2,
         threads_per_worker=1,
-        limits=(("max_rows", 1), ("max_pass_cost", 7500), ("max_call_cost", 7500)),
-        pass_seconds=2.6,
+        limits=(("max_rows", 1), ("max_pass_cost", 2400), ("max_call_cost", 2400)),
+        pass_seconds=0.6,
         decode_seconds=0.15,
     ),
     example="speech.wav",

@@ -253,3 +253,33 @@ def test_batch_figures_leave_the_worker_summed_once_a_second_not_per_batch(built
     for stage in STAGES:
         spent = {d["BatchSize"]: v for name, v, d in metrics.sent if name == stage}
         assert set(spent) == {"2", "3"} and all(ms > 0 for ms in spent.values()), stage
+
+
+@pytest.mark.parametrize("form", ["file", "base64 JSON"])
+def test_a_call_defers_long_recordings_before_decoding_them(built, tmp_path, monkeypatch, form):
+    """Audio files are admitted by the length their header states, cheapest first: the short
+    example and as many 60 s recordings as the call's budget takes are decoded and answered,
+    the rest get 429 at once, never decoded (decoding 60 s of OGG costs more than its pass)."""
+    from bench.worst_audio import encoded, speechlike
+    from handlers.codecs import audio
+
+    spec = SPECS["silero_vad"]
+    handler, ctx = load(built, build.served_name(spec, spec.formats[0]), tmp_path)
+    decoded = []
+    real = audio.decode_file
+    monkeypatch.setattr(audio, "decode_file", lambda raw, *rest: decoded.append(raw) or real(raw, *rest))
+    short, _ = example(spec)
+    long = encoded(speechlike(60.0, 16000, 1), "WAV", "PCM_16", 16000)
+    cost = {b: audio.declared_cost(Payload(b, "audio/wav"), handler.contract, handler.limits) for b in (short, long)}
+    assert cost[long] == 1875 and 0 < cost[short] < cost[long]
+    fits = min(3, (handler.limits.max_call_cost - cost[short]) // cost[long])
+    assert 0 < fits < 3, "the budget should take the short one and some, not all, of the long ones"
+    if form == "file":
+        body, media = long, "audio/wav"
+    else:
+        body, media = json.dumps({"audio": base64.b64encode(long).decode()}).encode(), "application/json"
+    headers = [{"body": {"content-type": media}}] * 3 + [{"body": {"content-type": "audio/wav"}}]
+    answers, statuses = run(handler, ctx, [{"body": body}] * 3 + [{"body": short}], headers)
+    assert statuses == [200] * fits + [429] * (3 - fits) + [200]
+    assert all(a["error"] == "worker_busy" and "max_call_cost" in a["detail"] for a in answers[fits:3])
+    assert len(decoded) == fits + 1 and decoded.count(long) == fits

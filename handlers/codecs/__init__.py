@@ -14,7 +14,9 @@ logic could move to another server unchanged. Each one defines
 - `replay_inputs(rows, contract)`: the Open Inference Protocol input that decodes back to
   model rows, which the archive's replay sample sends (training.replay, `tsforge verify`);
 - `COST_UNIT`, what its budgets count, and optionally `collate(rows)` (default: concatenate)
-  and `own_outputs(outputs, decoded)`, a request's outputs cut from a padded pass (audio).
+  and `own_outputs(outputs, decoded)`, a request's outputs cut from a padded pass (audio), and
+  `declared_cost(payload, contract, limits)`, a request's cost read from its header before
+  decoding (audio: a call admits by it, so what it defers costs no decoding), or None.
 A new input kind is one module here plus one contract class in handlers/contracts.py.
 """
 

@@ -210,6 +210,8 @@ def other_verbs(sub) -> None:  # noqa: ANN001
     s.add_argument("--provenance", action="store_true", help="only signing and verifying (its own results.json)")
     s.add_argument("--deployments", action="store_true", help="only the compose and Swarm gateways against the "
                    "host (builds the images, starts compose and a swarm)")  # fmt: skip
+    s.add_argument("--limits", action="store_true", help="only each archive's budget costs and, per input kind, "
+                   "small requests' latency beside the largest accepted ones")  # fmt: skip
     s.add_argument("--tune", dest="tuning", action="store_true", help="each model's and LitServe's settings by "
                    "sweep; writes models/tuned.json, which the next build ships")  # fmt: skip
     s.add_argument("--speech", action="store_true", help="only the speech model's gates, points and worst cases")
