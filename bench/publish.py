@@ -92,6 +92,7 @@ def publish(run_dir: Path) -> Path:
         partial = {k: results[k] for k in PARTS if k in results}
         results = {**json.loads(PUBLISHED.read_text()), **partial}
         text = json.dumps(results, indent=2) + "\n"
+    limits.fail_if_unfair(limits.figures(results)[1])  # a run that failed a request is not published
     write_text(PUBLISHED, text)
     for plot in PLOTS:  # a section's picture, beside the figures it was drawn from
         if (run_dir / plot).exists():

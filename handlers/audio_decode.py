@@ -108,8 +108,9 @@ def check_complete(raw: bytes, info: Any, limits: Limits) -> None:
             raise RequestError(400, "corrupt_audio", "The OGG stream ends before its last page: the file was cut.")
 
 
-def decode_file(raw: bytes, contract: AudioContract, limits: Limits) -> np.ndarray:
-    """WAV, FLAC or OGG bytes -> 16 kHz mono float32, at a cost bounded by the header first."""
+def read_header(raw: bytes, limits: Limits) -> Any:
+    """The file's header (soundfile's info: format, rate, frames, channels), once every check
+    that needs no sample has passed; a RequestError names what fails."""
     import soundfile as sf
 
     check_size(raw, limits)
@@ -119,6 +120,14 @@ def decode_file(raw: bytes, contract: AudioContract, limits: Limits) -> np.ndarr
         raise RequestError(400, "undecodable_audio", f"The body is not readable audio ({_reason(e)}). {USAGE}") from e
     check_header(info, limits)
     check_complete(raw, info, limits)
+    return info
+
+
+def decode_file(raw: bytes, contract: AudioContract, limits: Limits) -> np.ndarray:
+    """WAV, FLAC or OGG bytes -> 16 kHz mono float32, at a cost bounded by the header first."""
+    import soundfile as sf
+
+    info = read_header(raw, limits)
     try:
         with sf.SoundFile(io.BytesIO(raw)) as f:
             # Exactly the header's frames: never frames=-1, which allocates what the header says.

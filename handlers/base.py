@@ -156,9 +156,7 @@ class BatchHandler:
                 payloads[idx] = request_payload(request, self.limits, headers)
             except Exception as e:  # whatever a request holds, it fails only itself
                 self._refuse(context, idx, responses, e if isinstance(e, RequestError) else undecodable(e))
-        for job in self._deferred_unread(payloads):
-            del payloads[job.index]
-            self._refuse(context, job.index, responses, busy(self.limits, self.cost_unit))
+        self._refuse_by_header(payloads, context, responses)
         jobs: list[Job[Decoded]] = []
         for idx, payload in payloads.items():
             try:
@@ -188,23 +186,29 @@ class BatchHandler:
             self.tally.add(len(served), stages)
         return responses
 
-    def _deferred_unread(self, payloads: dict[int, Payload]) -> list[Job[None]]:
-        """The requests this call defers before decoding them: where the kind can read a
-        request's cost from its header (`declared_cost`: an audio file's length), the call
-        admits by it first, so a request it will not serve costs no decoding (a 60 s OGG
-        costs more to decode than its forward pass). The others are admitted once decoded."""
+    def _refuse_by_header(self, payloads: dict[int, Payload], context: Any, responses: list[str | bytes]) -> None:
+        """Where the kind reads a request's cost from its header (`declared_cost`: an audio
+        file), refuse before decoding anything what the header already refuses, then what the
+        call's budget cannot take, cheapest first: neither costs the call a decode (a 60 s OGG
+        costs more to decode than its forward pass). The rest are admitted once decoded."""
         declared_cost = getattr(self.codec, "declared_cost", None)
         if declared_cost is None:
-            return []
+            return
         declared = []
-        for idx, payload in payloads.items():
+        for idx, payload in list(payloads.items()):
             try:
                 cost = declared_cost(payload, self.contract, self.limits)
+            except RequestError as e:
+                del payloads[idx]
+                self._refuse(context, idx, responses, e)
+                continue
             except Exception:  # unreadable here: decoding names the problem
                 cost = None
             if cost is not None and cost <= self.limits.max_pass_cost:  # dearer: decoding answers 413
                 declared.append(Job(idx, 1, cost, None))
-        return scheduling.admit(declared, self.limits.max_call_cost)[1]
+        for job in scheduling.admit(declared, self.limits.max_call_cost)[1]:
+            del payloads[job.index]
+            self._refuse(context, job.index, responses, busy(self.limits, self.cost_unit))
 
     def _forward(self, jobs: list[Job[Decoded]]) -> list[np.ndarray]:
         """One forward pass over `jobs`' rows, split back into one output per job."""

@@ -271,11 +271,11 @@ SPEC = ModelSpec(
     export=ExportSettings(onnx_graph=lambda path: onnx_sequence(path)),
     # One recording per request; a pass and a call at most 2,400 chunks of 32 ms: one 60 s
     # recording (1,875) beside shorter ones, or the sweep's batch of eight 9.4 s examples
-    # (2,352). Chosen by a short request's latency beside eight clients sending 60 s OGGs
-    # (bench/limits.py), 2026-12-08, ONNX Runtime: at 7,500 (four 60 s recordings a call) p99
-    # 2.4 s, at 2,400 1.0 s, at 1,875 0.6 s but the examples' batch of eight no longer fits
-    # (429s at c=32). A call admits audio files by their header's length before decoding any
-    # (handlers.base), so what it defers costs nothing. pass_seconds: (1, 1875, 576) on one
+    # (2,360). Chosen by a short request's latency beside eight clients sending 60 s OGGs
+    # (bench/limits.py), 2026-12-08, ONNX Runtime, 10 s each: at 7,500 (four 60 s recordings a
+    # call) p99 2.4 s, at 2,400 1.0 s, at 1,875 0.6 s but the examples' batch of eight no longer
+    # fits (429s at c=32). At 2,400 a short recording still shares its call with one long one. A call admits audio files by their header before decoding any
+    # (handlers.base), so what it defers costs no decoding. pass_seconds: (1, 1875, 576) on one
     # thread, TorchScript 0.59 s, ONNX Runtime 0.19 s (the slower runtime's, rounded up).
     # Decoding 60 s of 44.1 kHz stereo OGG Vorbis (the slowest format) takes 0.138 s
     # (notes/speech.md).

@@ -278,8 +278,41 @@ def test_a_call_defers_long_recordings_before_decoding_them(built, tmp_path, mon
         body, media = long, "audio/wav"
     else:
         body, media = json.dumps({"audio": base64.b64encode(long).decode()}).encode(), "application/json"
-    headers = [{"body": {"content-type": media}}] * 3 + [{"body": {"content-type": "audio/wav"}}]
-    answers, statuses = run(handler, ctx, [{"body": body}] * 3 + [{"body": short}], headers)
-    assert statuses == [200] * fits + [429] * (3 - fits) + [200]
+    # Refused from their headers, before the budget: they keep their own 4xx and take none of it.
+    low_rate = encoded(speechlike(1.0, 4000, 1), "WAV", "PCM_16", 4000)
+    too_long = encoded(np.zeros((70 * 8000, 1)), "WAV", "PCM_16", 8000)
+    batch = [{"body": body}] * 3 + [{"body": short}, {"body": low_rate}, {"body": too_long}]
+    headers = [{"body": {"content-type": media}}] * 3 + [{"body": {"content-type": "audio/wav"}}] * 3
+    answers, statuses = run(handler, ctx, batch, headers)
+    assert statuses == [200] * fits + [429] * (3 - fits) + [200, 400, 413]
     assert all(a["error"] == "worker_busy" and "max_call_cost" in a["detail"] for a in answers[fits:3])
+    assert [a["error"] for a in answers[4:]] == ["unsupported_sample_rate", "audio_too_long"]
     assert len(decoded) == fits + 1 and decoded.count(long) == fits
+
+
+def test_a_files_declared_cost_counts_its_decoding_and_is_what_decoding_finds():
+    """A few seconds of eight channels at 192 kHz decode as many samples as the longest
+    recording (max_audio_samples) and are costed as much; every accepted worst case declares
+    the chunks decoding then finds, and every refused one is refused from its header alike."""
+    from bench.worst_audio import cases, encoded
+    from handlers.codec import Limits, RequestError
+    from handlers.codecs import audio
+
+    spec = SPECS["silero_vad"]
+    limits = Limits.from_mapping(dict(spec.serving.limits))
+    longest = limits.max_audio_seconds * spec.contract.sample_rate // spec.contract.chunk
+    frames = limits.max_audio_samples // 8
+    wide = encoded(np.zeros((frames, 8)), "FLAC", "PCM_16", limits.max_sample_rate)
+    assert audio.declared_cost(Payload(wide, "audio/flac"), spec.contract, limits) == longest
+    assert audio.decode_request(Payload(wide, "audio/flac"), spec.contract, limits).length < longest / 10
+    for name, _, media, body, _, expected in cases():
+        payload = Payload(body, media)
+        if expected == 200:
+            declared = audio.declared_cost(payload, spec.contract, limits)
+            assert declared == audio.decode_request(payload, spec.contract, limits).length == longest, name
+        elif name != "audio_flac_cut_mid_frame":  # a FLAC cut mid-frame shows only once decoded
+            with pytest.raises(RequestError) as header:
+                audio.declared_cost(payload, spec.contract, limits)
+            with pytest.raises(RequestError) as decoding:
+                audio.decode_request(payload, spec.contract, limits)
+            assert (header.value.status, header.value.code) == (decoding.value.status, decoding.value.code), name

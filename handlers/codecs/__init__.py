@@ -16,7 +16,9 @@ logic could move to another server unchanged. Each one defines
 - `COST_UNIT`, what its budgets count, and optionally `collate(rows)` (default: concatenate)
   and `own_outputs(outputs, decoded)`, a request's outputs cut from a padded pass (audio), and
   `declared_cost(payload, contract, limits)`, a request's cost read from its header before
-  decoding (audio: a call admits by it, so what it defers costs no decoding), or None.
+  decoding (audio: a call refuses and admits by it, so what it defers costs no decoding), or
+  None. It must raise the RequestError decoding would for what the header already shows, and
+  count at least what decoding and the pass will cost.
 A new input kind is one module here plus one contract class in handlers/contracts.py.
 """
 

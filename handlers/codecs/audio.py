@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import math
 from typing import Any
 
 import numpy as np
 
 from handlers import oip
-from handlers.audio_decode import MIN_SAMPLE_RATE, UNKNOWN_FRAMES, USAGE, decode_file, long_enough, to_model_rate
+from handlers.audio_decode import MIN_SAMPLE_RATE, USAGE, decode_file, long_enough, read_header, to_model_rate
 from handlers.codec import Decoded, Limits, Payload, RequestError, check_media_type
 from handlers.contracts import AudioContract
 
@@ -137,22 +136,28 @@ def _file_body(payload: Payload) -> bytes | None:
 
 
 def declared_cost(payload: Payload, contract: AudioContract, limits: Limits) -> int | None:
-    """A file's chunks from its header alone (sf.info: under a millisecond, against up to 0.14 s
-    to decode 60 s of OGG), sent as the body or as base64 in JSON: the worker call admits by it
-    before decoding anything (handlers.base). None for the protocol's tensors (no file to
-    decode) and for what decoding will refuse."""
-    import soundfile as sf
-
+    """A file's cost from its header alone, sent as the body or as base64 in JSON: the worker
+    call admits by it before decoding anything (handlers.base). It refuses, as decoding would,
+    what the header already refuses (format, rate, length, a cut file). The cost is the larger
+    of the model's chunks and the decoding's work, its samples (frames x channels at the file's
+    rate) scaled so that the most a file may hold (max_audio_samples) counts as the longest
+    recording's chunks: a short file of many channels at a high rate decodes as much as a long
+    one. None for the protocol's tensors, whose decoding is a copy and a resample."""
+    check_media_type(payload, ACCEPTED_MEDIA)
     raw = _file_body(payload)
     if raw is None:
         doc = oip.split_binary(payload.value, payload.binary_header, limits)
-        if not isinstance(doc, dict) or not isinstance(doc.get("audio"), str):
+        if oip.is_v2_request(doc) or not isinstance(doc, dict) or not isinstance(doc.get("audio"), str):
             return None
-        raw = base64.b64decode(doc["audio"], validate=True)
-    info = sf.info(io.BytesIO(raw))
-    if info.frames >= UNKNOWN_FRAMES or info.samplerate <= 0:
-        return None
-    return max(1, math.ceil(info.frames * contract.sample_rate / info.samplerate / contract.chunk))
+        try:
+            raw = base64.b64decode(doc["audio"], validate=True)
+        except (binascii.Error, ValueError):
+            return None  # decoding names it
+    info = read_header(raw, limits)
+    longest = math.ceil(limits.max_audio_seconds * contract.sample_rate / contract.chunk)
+    chunks = math.ceil(info.frames * contract.sample_rate / info.samplerate / contract.chunk)
+    decoding = math.ceil(info.frames * info.channels * longest / limits.max_audio_samples)
+    return max(1, chunks, decoding)
 
 
 def _decoded(
