@@ -29,9 +29,10 @@ from models.registry import KNOBS, SPECS, TUNED
 from training.files import write_json
 from training.specs import ServingConfig
 from tsforge.packaging import build
-from tsforge.paths import MODEL_STORE
+from tsforge.paths import MODEL_STORE, ROOT
 
 SECONDS = 4.0
+CEILING_HANDLER = ROOT / "bench" / "ceiling_handler.py"
 LATENCY_SLACK = 1.25
 # The concurrency each model is tuned (and judged, issue #28) at; 32 unless named.
 TARGET_CONCURRENCY = {"minilm": 16}
@@ -143,6 +144,7 @@ def measure(log, seconds: float = SECONDS) -> dict[str, Any]:
         batch = parse_label(c.setting)["batch_size"]
         log(f"in-process {c.served_name} batch {batch}")
         inprocess_points[m] = inprocess.point(c.served_name, MODEL_STORE, batch, seconds).throughput
+    ceiling = {m: ceiling_point(m, chosen[m], seconds, log).throughput for m in INPROCESS_BAR}
     return {
         "litserve": version("litserve"),
         "seconds_per_point": seconds,
@@ -154,6 +156,7 @@ def measure(log, seconds: float = SECONDS) -> dict[str, Any]:
         "triton": asdict(choose(triton_points, "digits")),
         "triton_version": triton.PYTRITON,
         "inprocess": inprocess_points,
+        "ceiling": ceiling,
         "text_before": next(
             p.throughput
             for p in points
@@ -163,6 +166,16 @@ def measure(log, seconds: float = SECONDS) -> dict[str, Any]:
         "digits_alone_p50_ms": ours_c1,
         "floor_p50_ms": floor_c1,
     }
+
+
+def ceiling_point(model: str, choice: Choice, seconds: float, log) -> Point:
+    """TorchServe's own ceiling for `model` at its chosen setting: the ceiling handler (a constant
+    answer, nothing read, no model) at the target concurrency, alone in its TorchServe."""
+    knobs_of = setting(**parse_label(choice.setting))
+    (point,) = served("tune-ceiling", choice.setting, [SPECS[model].name], (target(model),), seconds, log,
+                      store=lambda t: variant_store(t, knobs_of, CEILING_HANDLER, only=(model,)),
+                      with_breakdown=False)  # fmt: skip
+    return point
 
 
 # Rounds of digits' single-request comparison: c=1 p50s move by a millisecond between runs.
@@ -244,6 +257,11 @@ def table(figures: dict[str, Any] | None) -> list[str]:
             + (f" {verdict(r_in, INPROCESS_BAR[m])}" if m in INPROCESS_BAR else "")
             + " |"
         )
+    ceilings = [  # for each in-process bar missed; runs from before the ceiling was measured have none
+        ceiling_line(m, figures)
+        for m in figures.get("ceiling", {})
+        if verdict(figures["chosen"][m]["throughput"] / figures["inprocess"][m], INPROCESS_BAR[m]).startswith("missed")
+    ]
     digits, triton_best = figures["chosen"]["digits"], figures["triton"]
     r_triton = digits["throughput"] / triton_best["throughput"]
     before = figures["text_before"]
@@ -257,7 +275,18 @@ def table(figures: dict[str, Any] | None) -> list[str]:
         f"- text: the shipped text model at c={target('minilm')} against minilm-onnx as shipped before the sweep "
         f"({TEXT_BEFORE}): {figures['chosen']['minilm']['throughput']:.0f} / {before:.0f} = {r_text:.2f}×, "
         f"{verdict(r_text, 1.5)}",
+        *ceilings,
     ]
+
+
+def ceiling_line(model: str, figures: dict[str, Any]) -> str:
+    """Why `model`'s served / in process bar is missed: whether TorchServe itself could reach it."""
+    ratio, bar = figures["ceiling"][model] / figures["inprocess"][model], INPROCESS_BAR[model]
+    reach = ("the bar is above what TorchServe itself carries here" if round(ratio, 2) < bar
+             else "the bar is within TorchServe's reach, so the miss is the handler's")  # fmt: skip
+    return (f"- {model}, served / in process missed: TorchServe at the same setting answering a constant without "
+            f"reading the request or running a model (`bench/ceiling_handler.py`) serves "
+            f"{figures['ceiling'][model]:.0f}/s, {ratio:.2f}× the in-process limit: {reach}")  # fmt: skip
 
 
 def single_request_line(figures: dict[str, Any]) -> str:

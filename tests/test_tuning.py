@@ -55,6 +55,22 @@ def test_digits_single_request_target_is_judged_like_for_like_and_as_printed():
     assert "p50 7.30 ms" in old and "with every archive loaded" in old and "over by 2.60 ms" in old
 
 
+def test_a_missed_in_process_bar_says_whether_torchserve_itself_could_reach_it():
+    published = json.loads((tuning.ROOT / "bench" / "published" / "results.json").read_text())["tuning"]
+    inprocess = dict.fromkeys(tuning.INPROCESS_BAR, 1000.0)
+    chosen = {m: {**c, "throughput": 900.0} for m, c in published["chosen"].items()}  # every bar met
+    chosen["movielens"]["throughput"] = 500.0  # 0.50x: missed
+    figures = {**published, "chosen": chosen, "inprocess": {**published["inprocess"], **inprocess}}
+    lines = tuning.table({**figures, "ceiling": {**dict.fromkeys(tuning.INPROCESS_BAR, 5000.0), "movielens": 600.0}})
+    (why,) = [line for line in lines if "ceiling_handler" in line]  # the met bars get none
+    assert why.startswith("- movielens, served / in process missed") and "600/s, 0.60×" in why
+    assert why.endswith("the bar is above what TorchServe itself carries here")
+    lines = tuning.table({**figures, "ceiling": {"movielens": 850.0}})
+    assert [line for line in lines if "ceiling_handler" in line][0].endswith("so the miss is the handler's")
+    before = {k: v for k, v in figures.items() if k != "ceiling"}  # a run from before it was measured
+    assert not [line for line in tuning.table(before) if "ceiling_handler" in line]
+
+
 def test_the_registry_ships_the_recorded_choice_under_the_plain_name():
     recorded = json.loads(registry.TUNED.read_text())["models"]
     assert set(recorded) == set(SPECS)
