@@ -23,8 +23,9 @@ SECONDS = 20.0
 
 
 def heavy_requests() -> dict[str, tuple[bytes, str, str]]:
-    """Per input kind, one model and the accepted request that costs its worker the most (the
-    worst-case table's dearest 200 of that kind): (body, Content-Type, what it is)."""
+    """Per input kind (images twice: digit sketches and photos decode differently), a model and
+    the accepted request that costs its worker the most (the worst-case tables' dearest 200 of
+    that kind): (body, Content-Type, what it is)."""
     text_rows = w.text_rows_at_budget()
     ogg = worst_audio.encoded(worst_audio.speechlike(60.0), "OGG", "VORBIS")
     return {
