@@ -115,14 +115,19 @@ def decode_request(payload: Payload, contract: AudioContract, limits: Limits) ->
             params.get("probabilities") is True or asked, oip.binary_outputs(doc),
         )  # fmt: skip
     if isinstance(doc, dict) and "audio" in doc:
-        if not isinstance(doc["audio"], str):
-            raise RequestError(400, "wrong_type", '"audio" must be a base64 string of a WAV, FLAC or OGG file.')
-        try:
-            raw = base64.b64decode(doc["audio"], validate=True)
-        except (binascii.Error, ValueError) as e:
-            raise RequestError(400, "invalid_base64", f'"audio" is not valid base64: {e}.') from e
+        raw = _embedded_file(doc)
         return _decoded(decode_file(raw, contract, limits), contract, "single", None, doc.get("probabilities") is True)
     raise RequestError(400, "unsupported_input", USAGE)
+
+
+def _embedded_file(doc: dict[str, Any]) -> bytes:
+    """The file of a {"audio": "<base64>"} body."""
+    if not isinstance(doc["audio"], str):
+        raise RequestError(400, "wrong_type", '"audio" must be a base64 string of a WAV, FLAC or OGG file.')
+    try:
+        return base64.b64decode(doc["audio"], validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RequestError(400, "invalid_base64", f'"audio" is not valid base64: {e}.') from e
 
 
 def _file_body(payload: Payload) -> bytes | None:
@@ -147,12 +152,9 @@ def declared_cost(payload: Payload, contract: AudioContract, limits: Limits) -> 
     raw = _file_body(payload)
     if raw is None:
         doc = oip.split_binary(payload.value, payload.binary_header, limits)
-        if oip.is_v2_request(doc) or not isinstance(doc, dict) or not isinstance(doc.get("audio"), str):
+        if oip.is_v2_request(doc) or not isinstance(doc, dict) or "audio" not in doc:
             return None
-        try:
-            raw = base64.b64decode(doc["audio"], validate=True)
-        except (binascii.Error, ValueError):
-            return None  # decoding names it
+        raw = _embedded_file(doc)
     info = read_header(raw, limits)
     longest = math.ceil(limits.max_audio_seconds * contract.sample_rate / contract.chunk)
     chunks = math.ceil(info.frames * contract.sample_rate / info.samplerate / contract.chunk)
